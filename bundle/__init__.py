@@ -1,0 +1,13 @@
+"""xct-modular-unet: Modular U-Net segmentation of XCT volumes as a MONAI bundle.
+
+`BUNDLE_ROOT` is the folder holding `configs/` and `models/`; the configs use it so that
+`initialize` does not depend on the working directory.
+"""
+
+from pathlib import Path
+
+from . import checkpoints, data, handlers, inference, io, losses, metrics, networks
+
+BUNDLE_ROOT = str(Path(__file__).resolve().parent.parent)
+
+__all__ = ["BUNDLE_ROOT", "checkpoints", "data", "handlers", "inference", "io", "losses", "metrics", "networks"]

@@ -1,0 +1,212 @@
+"""Weights in and out: strict loading with clear errors, and the sidecar that travels with a model.
+
+A model is `model.pt` (a plain state dict, what MONAI's `CheckpointLoader` and
+`monai.bundle.load` expect) plus `model.json` beside it: the grey window used to normalise its
+training data and the network's hyperparameters, so inference normalises the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+from ignite.engine import Engine, Events
+
+__all__ = [
+    "CheckpointError",
+    "load_weights",
+    "sidecar_of",
+    "read_model_sidecar",
+    "ModelSidecarWriter",
+    "BestModelSaver",
+    "ResumableCheckpointSaver",
+    "ResumeFromCheckpoint",
+]
+
+logger = logging.getLogger(__name__)
+DEFAULT_SIDECAR = {"grey_window": [0.0, 255.0]}
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing or does not fit the network."""
+
+
+def load_weights(network: torch.nn.Module, path: str | os.PathLike | None, hint: str = "") -> torch.nn.Module:
+    """Load a state dict into `network`, every key and shape matching, or raise naming the file.
+
+    `path` None leaves the network as it is (no pretrained weights). A full training
+    checkpoint (a dict with a "model" entry) is accepted too.
+    """
+    if path is None or str(path) == "":
+        return network
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found. {hint}".strip())
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    target = network.module if hasattr(network, "module") else network
+    own = target.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = [f"{k}: checkpoint {tuple(state[k].shape)} vs network {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or mismatched:
+        raise CheckpointError(
+            f"{path}: checkpoint does not fit the network (a model of another variant or size?). "
+            f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}, "
+            f"shape mismatches {mismatched[:3]}. {hint}".strip()
+        )
+    target.load_state_dict(state, strict=True)
+    logger.info("loaded all %d tensors of %s", len(own), path)
+    return network
+
+
+def sidecar_of(checkpoint: str | os.PathLike) -> Path:
+    """`models/model.pt` -> `models/model.json`."""
+    return Path(checkpoint).with_suffix(".json")
+
+
+def read_model_sidecar(checkpoint: str | os.PathLike) -> dict:
+    """The sidecar of a checkpoint, or the uint8 defaults (grey window [0, 255]) when it has none."""
+    path = sidecar_of(checkpoint)
+    if not path.is_file():
+        logger.warning("%s not found: assuming uint8 input normalised by /255.", path)
+        return dict(DEFAULT_SIDECAR)
+    try:
+        return {**DEFAULT_SIDECAR, **json.loads(path.read_text())}
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}: model sidecar is not valid JSON ({err}).") from err
+
+
+class ModelSidecarWriter:
+    """Writes `model.json` into the checkpoint folder when training starts (rank 0 only).
+
+    Args:
+        ckpt_dir: folder of `model.pt`.
+        grey_window: [low, high] grey values mapped to [0, 1].
+        network: hyperparameters of the network (the config's `network_def` without its target).
+        variant: "2d", "2.5d" or "3d".
+    """
+
+    def __init__(self, ckpt_dir: str, grey_window: list[float], network: dict, variant: str) -> None:
+        self.path = Path(ckpt_dir) / "model.json"
+        self.content = {"grey_window": [float(v) for v in grey_window], "network": network, "variant": variant}
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        if _is_rank0():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(".model.json.partial")
+            tmp.write_text(json.dumps(self.content, indent=2) + "\n")
+            os.replace(tmp, self.path)
+
+
+def _is_rank0() -> bool:
+    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or torch.distributed.get_rank() == 0
+
+
+def _atomic_save(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class BestModelSaver:
+    """Saves the network's plain state dict as `model.pt` whenever the key validation metric improves.
+
+    Attach to the validation evaluator. Its best value is part of the resumable checkpoint
+    (`state_dict`), so a resumed run does not overwrite a better model with a worse one.
+
+    Args:
+        ckpt_dir: folder of `model.pt`.
+        network: the trained network (DDP-wrapped or not).
+        metric_name: key metric of the evaluator, higher is better.
+    """
+
+    def __init__(self, ckpt_dir: str, network: torch.nn.Module, metric_name: str = "val_mean_iou") -> None:
+        self.path = Path(ckpt_dir) / "model.pt"
+        self.network = network
+        self.metric_name = metric_name
+        self.best = -float("inf")
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        value = float(engine.state.metrics[self.metric_name])
+        if value > self.best:
+            self.best = value
+            if _is_rank0():
+                target = self.network.module if hasattr(self.network, "module") else self.network
+                _atomic_save(target.state_dict(), self.path)
+                logger.info("new best %s %.4f: saved %s", self.metric_name, value, self.path)
+
+    def state_dict(self) -> dict:
+        return {"best": self.best}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best = float(state["best"])
+
+
+class ResumableCheckpointSaver:
+    """Saves everything a resumed run needs to `checkpoint.pt` after each training epoch, atomically.
+
+    The trainer it is attached to is saved under "trainer" beside `save_dict`.
+
+    Args:
+        ckpt_dir: folder of `checkpoint.pt`.
+        save_dict: other objects with `state_dict()`: model, optimizer, lr_scheduler, ...
+    """
+
+    def __init__(self, ckpt_dir: str, save_dict: dict) -> None:
+        self.path = Path(ckpt_dir) / "checkpoint.pt"
+        self.save_dict = dict(save_dict)
+
+    def attach(self, engine: Engine) -> None:
+        self.save_dict["trainer"] = engine
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        if _is_rank0():
+            state = {}
+            for name, obj in self.save_dict.items():
+                obj = obj.module if hasattr(obj, "module") else obj
+                state[name] = obj.state_dict()
+            _atomic_save(state, self.path)
+
+
+class ResumeFromCheckpoint:
+    """With `enabled`, restores `<ckpt_dir>/checkpoint.pt` (and the trainer it is attached to) when training starts.
+
+    A missing checkpoint fails when the handler is built, before any training step.
+
+    Args:
+        enabled: resume or not (the config's `resume`).
+        ckpt_dir: folder of `checkpoint.pt`.
+        load_dict: objects to restore besides the trainer.
+        map_location: device to map the tensors to.
+    """
+
+    def __init__(self, enabled: bool, ckpt_dir: str, load_dict: dict, map_location=None) -> None:
+        self.enabled = bool(enabled)
+        self.path = Path(ckpt_dir) / "checkpoint.pt"
+        self.load_dict = dict(load_dict)
+        self.map_location = map_location
+        if self.enabled and not self.path.is_file():
+            raise CheckpointError(
+                f"{self.path}: nothing to resume from. Start without '--resume true', or point '--ckpt_dir' (or "
+                "'--output_dir') at the folder of the interrupted run."
+            )
+
+    def attach(self, engine: Engine) -> None:
+        if self.enabled:
+            from monai.handlers import CheckpointLoader
+
+            loader = CheckpointLoader(str(self.path), {**self.load_dict, "trainer": engine}, map_location=self.map_location)
+            loader.attach(engine)

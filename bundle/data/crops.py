@@ -1,0 +1,211 @@
+"""Datasets over memory-mapped volumes: random training crops and whole z-slabs for validation.
+
+Items are read box by box from disk (`Volume.read`), so a crop costs its own bytes and
+DataLoader workers receive file paths, never a memory map. Grey normalisation and
+augmentation are MONAI transforms applied afterwards (`transform`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from monai.transforms import Randomizable
+
+from ..io import Volume
+from .description import IGNORE_LABEL, DatasetError, VolumeEntry, check_label_values, load_dataset_description
+
+__all__ = ["read_with_halo", "grey_window", "RandomCropDataset", "SlabDataset"]
+
+logger = logging.getLogger(__name__)
+
+
+def read_with_halo(volume: Volume, z0: int, z1: int, halo: int, ys: slice = slice(None), xs: slice = slice(None)) -> np.ndarray:
+    """Slices z0-halo..z1+halo: real neighbours where the volume has them, mirrored (numpy 'reflect') past its ends."""
+    depth = volume.shape[0]
+    if halo and depth < 2:
+        raise DatasetError(f"{volume.path}: a volume of depth {depth} cannot give {halo} neighbour slice(s) of context.")
+    lo, hi = max(0, z0 - halo), min(depth, z1 + halo)
+    data = volume.read(lo, hi, ys, xs)
+    before, after = lo - (z0 - halo), (z1 + halo) - hi
+    if before or after:
+        if max(before, after) >= depth:
+            raise DatasetError(f"{volume.path}: a volume of depth {depth} is too thin for {halo} slices of context.")
+        index = np.arange(z0 - halo, z1 + halo)
+        index = np.abs(index)
+        index = np.where(index >= depth, 2 * (depth - 1) - index, index)
+        data = data[index - lo]
+    return data
+
+
+def grey_window(entries: Sequence[VolumeEntry], split: str = "train", samples: int = 8) -> list[float]:
+    """The grey range mapped to [0, 1]: a uint8 image's full range, else the 0.05-99.95 percentiles of the split.
+
+    Stored with the model (see `bundle.checkpoints`) so inference normalises the same way.
+    """
+    volumes = [e.image() for e in entries if e.ranges(split)]
+    if not volumes:
+        raise DatasetError(f"no volume has a '{split}' split to compute the grey normalisation from.")
+    if all(v.dtype == np.uint8 for v in volumes):
+        return [0.0, 255.0]
+    values = []
+    for entry in entries:
+        volume = entry.image()
+        for z0, z1 in entry.ranges(split):
+            for z in np.linspace(z0, z1 - 1, min(samples, z1 - z0)).astype(int):
+                values.append(volume.read(int(z), int(z) + 1).ravel()[::7].astype(np.float64))
+    low, high = np.percentile(np.concatenate(values), [0.05, 99.95])
+    if high <= low:
+        high = low + 1.0
+    return [float(low), float(high)]
+
+
+def _split_entries(dataset_dir: str | os.PathLike, split: str, needs_label: bool) -> list[VolumeEntry]:
+    entries = [e for e in load_dataset_description(dataset_dir) if e.ranges(split)]
+    if not entries:
+        raise DatasetError(f"{dataset_dir}/dataset.json: no volume has a '{split}' split.")
+    if needs_label:
+        missing = [str(e.image_path) for e in entries if e.label_path is None]
+        if missing:
+            raise DatasetError(f"{dataset_dir}/dataset.json: volumes {missing} take part in '{split}' but have no 'label'.")
+    return entries
+
+
+class RandomCropDataset(Randomizable, torch.utils.data.Dataset):
+    """`num_samples` random crops of the `split` z-ranges, each a dict {"image": [C, ...], "label": [1, ...]}.
+
+    Args:
+        dataset_dir: folder of `dataset.json`.
+        crop_size: (y, x) for 2D/2.5D or (z, y, x) for 3D.
+        z_context: neighbour slices each side stacked as channels (2 for the paper's 2.5D).
+        num_samples: crops per epoch (batch size x batches per epoch).
+        split: which z-ranges to draw from.
+        num_classes: labels must be 0..num_classes-1 or 255.
+        max_slices: keep only the first `max_slices` slices of the split (the learning curve).
+        transform: MONAI transform applied to each item.
+    """
+
+    def __init__(
+        self,
+        dataset_dir: str | os.PathLike,
+        crop_size: Sequence[int],
+        z_context: int = 0,
+        num_samples: int = 100,
+        split: str = "train",
+        num_classes: int = 3,
+        max_slices: int | None = None,
+        transform: Callable | None = None,
+    ) -> None:
+        self.crop_size = tuple(int(c) for c in crop_size)
+        if len(self.crop_size) not in (2, 3):
+            raise ValueError(f"crop_size must be (y, x) or (z, y, x), got {crop_size}.")
+        if len(self.crop_size) == 3 and z_context:
+            raise ValueError("z_context stacks neighbours as channels of 2D crops; 3D crops take it from their own depth.")
+        self.z_context = int(z_context)
+        self.num_samples = int(num_samples)
+        self.transform = transform
+        self.entries = _split_entries(dataset_dir, split, needs_label=True)
+        crop_depth = self.crop_size[0] if len(self.crop_size) == 3 else 1
+        self.boxes: list[tuple[Volume, Volume, int, int]] = []
+        counts = np.zeros(num_classes, np.int64)
+        for entry in self.entries:
+            image, label = entry.image(), entry.label()
+            if any(c > s for c, s in zip(self.crop_size[::-1], image.shape[::-1])):
+                raise DatasetError(
+                    f"{entry.image_path}: crop (z, y, x) {self.crop_size} is larger than the volume {image.shape}; "
+                    f"lower train#crop_size."
+                )
+            ranges = _first_slices(entry.ranges(split), max_slices)
+            for z0, z1 in ranges:
+                if z1 - z0 < crop_depth:
+                    raise DatasetError(
+                        f"{entry.image_path}: '{split}' range [{z0}, {z1}) has {z1 - z0} slices, fewer than the crop depth "
+                        f"{crop_depth}; widen the range in dataset.json or lower the crop depth."
+                    )
+                self.boxes.append((image, label, z0, z1 - crop_depth + 1))
+            counts += check_label_values(label, num_classes, ranges)
+        absent = [c for c in range(num_classes) if counts[c] == 0]
+        if absent:
+            logger.warning("classes %s are absent from the '%s' labels of %s; the model cannot learn them.", absent, split, dataset_dir)
+        self.class_counts = counts
+        weights = np.array([b[3] - b[2] for b in self.boxes], float)
+        self._box_p = weights / weights.sum()
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def randomize(self, data=None) -> tuple[int, int, int, int]:
+        box = int(self.R.choice(len(self.boxes), p=self._box_p))
+        image, _, z_lo, z_hi = self.boxes[box]
+        y = self.R.randint(0, image.shape[1] - self.crop_size[-2] + 1)
+        x = self.R.randint(0, image.shape[2] - self.crop_size[-1] + 1)
+        return box, self.R.randint(z_lo, z_hi), y, x
+
+    def __getitem__(self, index: int) -> dict:
+        box, z, y, x = self.randomize()
+        image, label, _, _ = self.boxes[box]
+        ys, xs = slice(y, y + self.crop_size[-2]), slice(x, x + self.crop_size[-1])
+        if len(self.crop_size) == 3:
+            img = image.read(z, z + self.crop_size[0], ys, xs)[None]
+            lab = label.read(z, z + self.crop_size[0], ys, xs)[None]
+        else:
+            img = read_with_halo(image, z, z + 1, self.z_context, ys, xs)
+            lab = label.read(z, z + 1, ys, xs)
+        item = {"image": torch.from_numpy(img.astype(np.float32)), "label": torch.from_numpy(lab.astype(np.int64))}
+        return self.transform(item) if self.transform is not None else item
+
+
+def _first_slices(ranges: list[tuple[int, int]], max_slices: int | None) -> list[tuple[int, int]]:
+    if max_slices is None:
+        return list(ranges)
+    out, left = [], int(max_slices)
+    for z0, z1 in ranges:
+        if left <= 0:
+            break
+        out.append((z0, min(z1, z0 + left)))
+        left -= out[-1][1] - z0
+    return out
+
+
+class SlabDataset(torch.utils.data.Dataset):
+    """Whole z-slabs of a split, `slab` slices at a time, with `z_halo` context slices each side.
+
+    Items: {"image": [1, slab + 2*halo, Y, X] float32, "label": [1, slab, Y, X] int64 (if labelled),
+    "volume": index, "z0": first slice}. Context comes from the real neighbours outside the
+    range where they exist, mirrored only past the volume's ends.
+    """
+
+    def __init__(
+        self,
+        dataset_dir: str | os.PathLike,
+        split: str = "val",
+        slab: int = 16,
+        z_halo: int = 0,
+        transform: Callable | None = None,
+        with_label: bool = True,
+    ) -> None:
+        self.entries = _split_entries(dataset_dir, split, needs_label=with_label)
+        self.z_halo = int(z_halo)
+        self.transform = transform
+        self.with_label = with_label
+        self.items = [
+            (i, s, min(s + slab, z1)) for i, e in enumerate(self.entries) for z0, z1 in e.ranges(split) for s in range(z0, z1, slab)
+        ]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        volume_index, z0, z1 = self.items[index]
+        entry = self.entries[volume_index]
+        image = read_with_halo(entry.image(), z0, z1, self.z_halo)
+        item = {"image": torch.from_numpy(image.astype(np.float32))[None], "volume": volume_index, "z0": z0}
+        if self.with_label:
+            label = entry.label().read(z0, z1)
+            if label.size and label.max() > IGNORE_LABEL:
+                raise DatasetError(f"{entry.label_path}: label values above {IGNORE_LABEL}.")
+            item["label"] = torch.from_numpy(label.astype(np.int64))[None]
+        return self.transform(item) if self.transform is not None else item

@@ -1,0 +1,20 @@
+"""Reading and writing XCT volumes: raw + sidecar, TIFF stacks, NIfTI."""
+
+from .monai_reader import XCTVolumeReader
+from .sidecar import RawInfo, SidecarError, format_sidecar, parse_sidecar, sidecar_path
+from .volumes import Volume, VolumeError, atomic_path, open_volume, volume_stem, write_volume
+
+__all__ = [
+    "RawInfo",
+    "SidecarError",
+    "Volume",
+    "VolumeError",
+    "XCTVolumeReader",
+    "atomic_path",
+    "format_sidecar",
+    "open_volume",
+    "parse_sidecar",
+    "sidecar_path",
+    "volume_stem",
+    "write_volume",
+]
