@@ -165,7 +165,7 @@ def check_label_values(label: Volume, num_classes: int, ranges: list[tuple[int, 
                 if plane.dtype.kind not in "ui" or (plane.size and plane.max() > IGNORE_LABEL):
                     raise DatasetError(f"{label.path}: labels must be integers in 0..{IGNORE_LABEL}, got {plane.dtype.name} values.")
                 counts += np.bincount(plane.ravel(), minlength=256)
-    bad = [v for v in np.nonzero(counts)[0] if v >= num_classes and v != IGNORE_LABEL]
+    bad = [int(v) for v in np.nonzero(counts)[0] if v >= num_classes and v != IGNORE_LABEL]
     if bad:
         raise DatasetError(
             f"{label.path}: label values {bad} found; expected 0..{num_classes - 1} (0 matrix, 1 fibre, 2 porosity) "
