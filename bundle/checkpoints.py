@@ -194,7 +194,7 @@ class ResumeFromCheckpoint:
     """
 
     def __init__(self, enabled: bool, ckpt_dir: str, load_dict: dict, map_location=None) -> None:
-        self.enabled = bool(enabled)
+        self.enabled = enabled.strip().lower() in ("1", "true", "yes") if isinstance(enabled, str) else bool(enabled)
         self.path = Path(ckpt_dir) / "checkpoint.pt"
         self.load_dict = dict(load_dict)
         self.map_location = map_location

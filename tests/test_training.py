@@ -1,0 +1,103 @@
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from bundle.checkpoints import CheckpointError, load_weights
+from bundle.networks import ModularUNet
+from conftest import CONFIGS, ROOT, bundle_run, config_list
+
+TINY = ["--max_epochs", "2", "--steps_per_epoch", "2", "--batch_size", "2", "--val_interval", "1", "--network_def#f0", "4", "--num_workers", "0"]
+VARIANTS = {
+    "2d": (["train.json"], ["--train#crop_size", "[32,32]", "--val_roi", "[32,32]"], dict(in_channels=1)),
+    "2.5d": (["train.json", "variants/2.5d.json"], ["--train#crop_size", "[32,32]", "--val_roi", "[32,32]"], dict(in_channels=5)),
+    "3d": (["train.json", "variants/3d.json"], ["--train#crop_size", "[16,16,16]", "--val_roi", "[16,16,16]", "--z_halo", "4"], dict(spatial_dims=3)),
+}
+
+
+def train(dataset, output, variant="2d", *extra):
+    configs, overrides, _ = VARIANTS[variant]
+    return bundle_run("run", "training", "--config_file", config_list(*configs), "--dataset_dir", str(dataset), "--output_dir", str(output), *TINY, *overrides, *extra)
+
+
+def first_epoch_losses(log: str) -> list[str]:
+    return re.findall(r"Epoch: 1/\d+, Iter: \d+/\d+ -- train_loss: ([0-9.]+)", log)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_training_run_writes_a_loadable_model(tiny_dataset, tmp_path, variant):
+    result = train(tiny_dataset, tmp_path, variant)
+    assert "val_mean_iou" in result.stdout + result.stderr
+    model = tmp_path / "models" / "model.pt"
+    assert model.is_file() and (tmp_path / "models" / "checkpoint.pt").is_file()
+    load_weights(ModularUNet(f0=4, **VARIANTS[variant][2]), model)
+    sidecar = (tmp_path / "models" / "model.json").read_text()
+    assert '"grey_window": [\n    0.0,\n    255.0\n  ]' in sidecar and f'"variant": "{variant}"' in sidecar
+    assert list((tmp_path / "tensorboard").glob("events.*"))
+
+
+def test_same_seed_same_first_epoch_loss_and_resume_continues(tiny_dataset, tmp_path):
+    first = train(tiny_dataset, tmp_path / "a")
+    second = train(tiny_dataset, tmp_path / "b")
+    losses = first_epoch_losses(first.stdout + first.stderr)
+    assert losses and losses == first_epoch_losses(second.stdout + second.stderr)
+    resumed = train(tiny_dataset, tmp_path / "a", "2d", "--max_epochs", "3", "--resume", "true")
+    log = resumed.stdout + resumed.stderr
+    assert "Restored all variables" in log
+    assert "Epoch: 3/3" in log and "Epoch: 1/3" not in log
+
+
+def test_fine_tuning_loads_every_key_and_refuses_another_variant(tiny_dataset, tmp_path):
+    train(tiny_dataset, tmp_path / "base")
+    model = tmp_path / "base" / "models" / "model.pt"
+    result = train(tiny_dataset, tmp_path / "tuned", "2d", "--pretrained", str(model), "--max_epochs", "1")
+    assert "loaded all" in result.stdout + result.stderr
+    with pytest.raises(CheckpointError, match="does not fit the network"):
+        load_weights(ModularUNet(f0=4, in_channels=5), model)
+
+
+def run_expecting_failure(*args):
+    result = subprocess.run([sys.executable, "-m", "monai.bundle", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "Epoch: 1/" not in result.stdout + result.stderr
+    return result.stdout + result.stderr
+
+
+def test_resume_false_given_as_text_starts_afresh(tiny_dataset, tmp_path):
+    log = train(tiny_dataset, tmp_path, "2d", "--max_epochs", "1", "--resume", "false")
+    assert "Restored" not in log.stdout + log.stderr
+
+
+def test_bad_training_inputs_fail_before_any_step(tiny_dataset, tmp_path):
+    base = ["run", "training", "--config_file", str(CONFIGS / "train.json"), "--dataset_dir", str(tiny_dataset), "--output_dir", str(tmp_path), *TINY]
+    log = run_expecting_failure(*base, "--train#crop_size", "[128,128]", "--val_roi", "[32,32]")
+    assert "is larger than the volume" in log and "phantom.raw" in log
+    log = run_expecting_failure(*base, "--train#crop_size", "[32,32]", "--resume", "true")
+    assert "nothing to resume from" in log and "checkpoint.pt" in log
+    configs = config_list("train.json", "variants/3d.json")
+    log = run_expecting_failure("run", "training", "--config_file", configs, "--dataset_dir", str(tiny_dataset), "--output_dir", str(tmp_path), *TINY, "--train#crop_size", "[40,16,16]")
+    assert "fewer than the crop depth 40" in log
+
+
+def test_two_process_gloo_training(tiny_dataset, tmp_path):
+    configs = config_list("train.json", "multi_gpu_train.json")
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517", "-m", "monai.bundle", "run", "training"]
+    args = ["--config_file", configs, "--dataset_dir", str(tiny_dataset), "--output_dir", str(tmp_path), *TINY, "--train#crop_size", "[32,32]", "--val_roi", "[32,32]"]
+    result = subprocess.run(command + args, cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert (tmp_path / "models" / "model.pt").is_file()
+    assert (tmp_path / "tensorboard" / "rank0").is_dir() and (tmp_path / "tensorboard" / "rank1").is_dir()
+    state = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
+    assert not any(k.startswith("module.") for k in state)
+
+
+def test_config_workflow_train_properties(tiny_dataset):
+    from monai.bundle import ConfigWorkflow
+
+    workflow = ConfigWorkflow(config_file=str(CONFIGS / "train.json"), meta_file=str(CONFIGS / "metadata.json"), workflow_type="train", dataset_dir=str(tiny_dataset), **{"train#crop_size": [32, 32]})
+    workflow.initialize()
+    assert not workflow.check_properties()
+    assert workflow.max_epochs == 200 and workflow.val_interval == 10
