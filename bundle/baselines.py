@@ -6,7 +6,7 @@ import numpy as np
 
 from .metrics import IGNORE_LABEL
 
-__all__ = ["grey_bins", "GreyClassHistogram"]
+__all__ = ["GreyClassHistogram", "grey_bins"]
 
 N_BINS = 256
 

@@ -15,15 +15,17 @@ from pathlib import Path
 import torch
 from ignite.engine import Engine, Events
 
+from .flags import as_flag
+
 __all__ = [
-    "CheckpointError",
-    "load_weights",
-    "sidecar_of",
-    "read_model_sidecar",
-    "ModelSidecarWriter",
     "BestModelSaver",
+    "CheckpointError",
+    "ModelSidecarWriter",
     "ResumableCheckpointSaver",
     "ResumeFromCheckpoint",
+    "load_weights",
+    "read_model_sidecar",
+    "sidecar_of",
 ]
 
 logger = logging.getLogger(__name__)
@@ -194,7 +196,7 @@ class ResumeFromCheckpoint:
     """
 
     def __init__(self, enabled: bool, ckpt_dir: str, load_dict: dict, map_location=None) -> None:
-        self.enabled = enabled.strip().lower() in ("1", "true", "yes") if isinstance(enabled, str) else bool(enabled)
+        self.enabled = as_flag(enabled)
         self.path = Path(ckpt_dir) / "checkpoint.pt"
         self.load_dict = dict(load_dict)
         self.map_location = map_location

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.nn.modules.loss import _Loss
 
-__all__ = ["jaccard2_loss", "Jaccard2Loss"]
+__all__ = ["Jaccard2Loss", "jaccard2_loss"]
 
 
 def jaccard2_loss(

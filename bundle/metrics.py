@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["confusion_matrix", "iou_per_class", "classification_report", "normalised_confusions", "metrics_summary"]
+__all__ = ["classification_report", "confusion_matrix", "iou_per_class", "metrics_summary", "normalised_confusions"]
 
 IGNORE_LABEL = 255
 

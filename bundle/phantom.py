@@ -22,7 +22,7 @@ from .data.description import paper_split, write_dataset_description
 from .io.sidecar import RawInfo, format_sidecar, sidecar_path
 from .io.volumes import atomic_path
 
-__all__ = ["PhantomConfig", "PhantomGeometry", "render_slab", "make_phantom"]
+__all__ = ["PhantomConfig", "PhantomGeometry", "make_phantom", "render_slab"]
 
 MATRIX, FIBRE, PORE = 0, 1, 2
 
@@ -69,7 +69,7 @@ class PhantomGeometry:
     ring_phase: np.ndarray
 
     @classmethod
-    def draw(cls, shape: tuple[int, int, int], seed: int, config: PhantomConfig) -> "PhantomGeometry":
+    def draw(cls, shape: tuple[int, int, int], seed: int, config: PhantomConfig) -> PhantomGeometry:
         rng = np.random.default_rng(seed)
         shape = tuple(int(s) for s in shape)
         volume = float(np.prod(shape))

@@ -13,16 +13,16 @@ from .description import (
 )
 
 __all__ = [
-    "RandomCropDataset",
-    "SlabDataset",
-    "grey_window",
-    "read_with_halo",
     "IGNORE_LABEL",
     "SPLITS",
     "DatasetError",
+    "RandomCropDataset",
+    "SlabDataset",
     "VolumeEntry",
     "check_label_values",
+    "grey_window",
     "load_dataset_description",
     "paper_split",
+    "read_with_halo",
     "write_dataset_description",
 ]

@@ -18,7 +18,7 @@ from monai.transforms import Randomizable
 from ..io import Volume
 from .description import IGNORE_LABEL, DatasetError, VolumeEntry, check_label_values, load_dataset_description
 
-__all__ = ["read_with_halo", "grey_window", "RandomCropDataset", "SlabDataset"]
+__all__ = ["RandomCropDataset", "SlabDataset", "grey_window", "read_with_halo"]
 
 logger = logging.getLogger(__name__)
 
@@ -176,6 +176,11 @@ class SlabDataset(torch.utils.data.Dataset):
     Items: {"image": [1, slab + 2*halo, Y, X] float32, "label": [1, slab, Y, X] int64 (if labelled),
     "volume": index, "z0": first slice}. Context comes from the real neighbours outside the
     range where they exist, mirrored only past the volume's ends.
+
+    With `prediction_path`, "image" is instead the one-hot [C, slab, Y, X] of a segmentation
+    file (of the whole volume's depth, or of the split's slices only, as the published
+    `pa66.test.prediction.raw`), so another tool's output is scored by the same workflow
+    through an identity network.
     """
 
     def __init__(
@@ -186,26 +191,61 @@ class SlabDataset(torch.utils.data.Dataset):
         z_halo: int = 0,
         transform: Callable | None = None,
         with_label: bool = True,
+        prediction_path: str | os.PathLike | None = None,
+        num_classes: int = 3,
     ) -> None:
         self.entries = _split_entries(dataset_dir, split, needs_label=with_label)
         self.z_halo = int(z_halo)
         self.transform = transform
         self.with_label = with_label
+        self.num_classes = num_classes
         self.items = [
             (i, s, min(s + slab, z1)) for i, e in enumerate(self.entries) for z0, z1 in e.ranges(split) for s in range(z0, z1, slab)
         ]
+        self.prediction = None
+        if prediction_path:
+            from ..io import open_volume
+
+            self.prediction = open_volume(prediction_path)
+            if len(self.entries) != 1:
+                raise DatasetError(f"{prediction_path}: a prediction file can be scored against a dataset of one volume only.")
+            image_shape = self.entries[0].image().shape
+            split_depth = sum(z1 - z0 for z0, z1 in self.entries[0].ranges(split))
+            if self.prediction.shape[1:] != image_shape[1:] or self.prediction.shape[0] not in (image_shape[0], split_depth):
+                raise DatasetError(
+                    f"{prediction_path}: prediction of shape {self.prediction.shape} matches neither the volume {image_shape} "
+                    f"nor its {split_depth} '{split}' slices."
+                )
+            self._offsets = {}
+            if self.prediction.shape[0] != image_shape[0]:
+                position = 0
+                for z0, z1 in self.entries[0].ranges(split):
+                    self._offsets[(z0, z1)] = position - z0
+                    position += z1 - z0
 
     def __len__(self) -> int:
         return len(self.items)
 
+    def _prediction_slab(self, z0: int, z1: int) -> np.ndarray:
+        shift = next((off for (a, b), off in self._offsets.items() if a <= z0 < b), 0)
+        classes = self.prediction.read(z0 + shift, z1 + shift).astype(np.int64)
+        if classes.size and (classes.min() < 0 or classes.max() >= self.num_classes):
+            raise DatasetError(f"{self.prediction.path}: prediction values must be 0..{self.num_classes - 1}.")
+        return np.moveaxis(np.eye(self.num_classes, dtype=np.float32)[classes], -1, 0)
+
     def __getitem__(self, index: int) -> dict:
         volume_index, z0, z1 = self.items[index]
         entry = self.entries[volume_index]
-        image = read_with_halo(entry.image(), z0, z1, self.z_halo)
-        item = {"image": torch.from_numpy(image.astype(np.float32))[None], "volume": volume_index, "z0": z0}
+        if self.prediction is not None:
+            item = {"image": torch.from_numpy(self._prediction_slab(z0, z1)), "volume": volume_index, "z0": z0}
+        else:
+            image = read_with_halo(entry.image(), z0, z1, self.z_halo)
+            item = {"image": torch.from_numpy(image.astype(np.float32))[None], "volume": volume_index, "z0": z0}
         if self.with_label:
             label = entry.label().read(z0, z1)
             if label.size and label.max() > IGNORE_LABEL:
                 raise DatasetError(f"{entry.label_path}: label values above {IGNORE_LABEL}.")
             item["label"] = torch.from_numpy(label.astype(np.int64))[None]
-        return self.transform(item) if self.transform is not None else item
+        if self.transform is not None and self.prediction is None:
+            item = self.transform(item)
+        return item

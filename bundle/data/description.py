@@ -25,9 +25,9 @@ __all__ = [
     "SPLITS",
     "DatasetError",
     "VolumeEntry",
+    "check_label_values",
     "load_dataset_description",
     "paper_split",
-    "check_label_values",
     "write_dataset_description",
 ]
 

@@ -7,6 +7,8 @@ from collections.abc import Callable
 import torch
 from monai.inferers import Inferer
 
+from ..flags import as_flag
+
 __all__ = ["AutocastInferer"]
 
 
@@ -25,7 +27,7 @@ class AutocastInferer(Inferer):
     def __init__(self, dtype: str = "bfloat16", enabled: bool = True, inner: Inferer | None = None) -> None:
         super().__init__()
         self.dtype = getattr(torch, dtype)
-        self.enabled = bool(enabled)
+        self.enabled = as_flag(enabled)
         self.inner = inner
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args, **kwargs) -> torch.Tensor:

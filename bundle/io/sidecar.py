@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["RawInfo", "SidecarError", "sidecar_path", "parse_sidecar", "format_sidecar", "dtype_from_name"]
+__all__ = ["RawInfo", "SidecarError", "dtype_from_name", "format_sidecar", "parse_sidecar", "sidecar_path"]
 
 _ENTRY = re.compile(r"^\s*([A-Za-z_][\w.\- ]*?)\s*[=:]\s*(.*?)\s*$")
 _BYTEORDER = {"lowbytefirst": "<", "littleendian": "<", "little": "<", "highbytefirst": ">", "bigendian": ">", "big": ">"}
@@ -45,7 +45,7 @@ class RawInfo:
     byteorder: str = "<"
     extra: dict = field(default_factory=dict)
 
-    def resolved(self, raw_path: Path) -> "RawInfo":
+    def resolved(self, raw_path: Path) -> RawInfo:
         """This info with the dtype set, inferring it from the file size when the sidecar had none."""
         n_voxels = int(np.prod(self.shape))
         size = os.path.getsize(raw_path)

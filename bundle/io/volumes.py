@@ -20,15 +20,15 @@ import numpy as np
 from .sidecar import RawInfo, SidecarError, format_sidecar, parse_sidecar, sidecar_path
 
 __all__ = [
-    "VolumeError",
-    "Volume",
+    "NiftiVolume",
     "RawVolume",
     "TiffVolume",
-    "NiftiVolume",
+    "Volume",
+    "VolumeError",
+    "atomic_path",
     "open_volume",
     "volume_stem",
     "write_volume",
-    "atomic_path",
 ]
 
 TIFF_SUFFIXES = (".tif", ".tiff")

@@ -11,7 +11,7 @@ import torch
 from monai.networks.layers.factories import Conv, Norm, Pool
 from torch import nn
 
-__all__ = ["ChannelLayerNorm", "ConvBlock", "DownBlock", "UpBlock", "GaussianNoise", "make_norm", "make_conv"]
+__all__ = ["ChannelLayerNorm", "ConvBlock", "DownBlock", "GaussianNoise", "UpBlock", "make_conv", "make_norm"]
 
 KERAS_BN_EPS = 1e-3
 KERAS_BN_MOMENTUM = 0.5

@@ -1,0 +1,189 @@
+"""The evaluation report (the paper's Appendix D) as a handler of MONAI's evaluator.
+
+Accumulates one confusion matrix over every test slab, the grey/class histogram of the test
+slices, writes the prediction and the error volume (1 = misclassified) of the test slices,
+then computes the baselines ZeroOC and Bin-ZeroOC (fitted on the train slices: what a user
+could do; and on the test slices themselves: the paper's "expected performance") from the
+histograms alone, and writes metrics.json, CSV tables and PNG figures.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+
+from .baselines import GreyClassHistogram, grey_bins
+from .data.crops import SlabDataset
+from .figures import class_histogram_figure, confusion_figure, overlay_figure
+from .flags import as_flag
+from .io import RawInfo, atomic_path, format_sidecar, sidecar_path, volume_stem
+from .metrics import IGNORE_LABEL, confusion_matrix, metrics_summary
+
+__all__ = ["EvaluationReport", "baseline_confusions"]
+
+logger = logging.getLogger(__name__)
+
+
+def baseline_confusions(train: GreyClassHistogram, test: GreyClassHistogram) -> dict[str, np.ndarray]:
+    """Confusion matrices on the test voxels of ZeroOC and Bin-ZeroOC, read off the histograms."""
+    c = test.num_classes
+    per_class = test.counts.sum(0)
+    out = {}
+    zero = np.zeros((c, c), np.int64)
+    zero[:, train.zero_oc_class()] = per_class
+    out["zero_oc"] = zero
+    for name, table in (("bin_zero_oc_train", train.bin_zero_oc_table()), ("bin_zero_oc_test", test.bin_zero_oc_table())):
+        confusion = np.zeros((c, c), np.int64)
+        for predicted in range(c):
+            confusion[:, predicted] = test.counts[table == predicted].sum(0)
+        out[name] = confusion
+    return out
+
+
+class EvaluationReport:
+    """Evaluator handler that writes the full report into `output_dir`.
+
+    Args:
+        dataset: the test `SlabDataset` the evaluator iterates (in order, batch size 1).
+        output_dir: destination of metrics.json, CSVs, figures and volumes.
+        class_names: names of the classes, in label order.
+        grey_window: the model's grey window, defines the 256 grey bins of non-uint8 data.
+        source: what produced the predictions (checkpoint or prediction file), recorded.
+        write_volumes: write `<stem>.test.prediction.raw` and `<stem>.test.error_volume.raw`.
+    """
+
+    def __init__(
+        self,
+        dataset: SlabDataset,
+        output_dir: str,
+        class_names: list[str],
+        grey_window: list[float],
+        source: str = "",
+        write_volumes: bool = True,
+    ) -> None:
+        self.dataset = dataset
+        self.output_dir = Path(output_dir)
+        self.class_names = list(class_names)
+        self.grey_window = grey_window
+        self.source = str(source)
+        self.write_volumes = as_flag(write_volumes)
+        self.summary: dict = {}
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self.started)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.iteration_completed)
+        engine.add_event_handler(Events.COMPLETED, self.completed)
+
+    def started(self, engine: Engine) -> None:
+        try:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            (self.output_dir / ".write_probe").write_bytes(b"")
+            (self.output_dir / ".write_probe").unlink()
+        except OSError as err:
+            raise PermissionError(f"{self.output_dir}: output folder is not writable ({err}); choose another --output_dir.") from err
+        n = len(self.class_names)
+        self.confusion = np.zeros((n, n), np.int64)
+        self.test_histogram = GreyClassHistogram(n)
+        self.files: dict[tuple[int, str], object] = {}
+        self.depths: dict[int, int] = {}
+        first = self.dataset.entries[0].ranges("test")[0] if self.dataset.entries[0].ranges("test") else self.dataset.items[0][1:]
+        self.figure_slice = (0, (first[0] + first[1]) // 2)
+        self.figure_data = None
+
+    def _file(self, volume: int, kind: str):
+        key = (volume, kind)
+        if key not in self.files:
+            path = self.output_dir / f"{volume_stem(self.dataset.entries[volume].image_path)}.test.{kind}.raw"
+            self.files[key] = (path, open(atomic_path(path), "wb"))
+        return self.files[key][1]
+
+    def iteration_completed(self, engine: Engine) -> None:
+        output = engine.state.output
+        predictions, labels = output["pred"], output["label"]
+        volumes, starts = engine.state.batch["volume"], engine.state.batch["z0"]
+        for pred, label, volume, z0 in zip(predictions, labels, volumes, starts):
+            volume, z0 = int(volume), int(z0)
+            classes = pred.argmax(0).to(torch.uint8).cpu().numpy()
+            truth = label[0].cpu().numpy().astype(np.uint8)
+            self.confusion += confusion_matrix(classes, truth, len(self.class_names))
+            grey = self.dataset.entries[volume].image().read(z0, z0 + classes.shape[0])
+            self.test_histogram.add(grey_bins(grey, self.grey_window), truth)
+            if self.write_volumes:
+                self._file(volume, "prediction").write(classes.tobytes())
+                self._file(volume, "error_volume").write(((classes != truth) & (truth != IGNORE_LABEL)).astype(np.uint8).tobytes())
+                self.depths[volume] = self.depths.get(volume, 0) + classes.shape[0]
+            fig_volume, fig_z = self.figure_slice
+            if volume == fig_volume and z0 <= fig_z < z0 + classes.shape[0]:
+                self.figure_data = (grey[fig_z - z0], truth[fig_z - z0], classes[fig_z - z0], fig_z)
+
+    def _train_histogram(self) -> GreyClassHistogram:
+        histogram = GreyClassHistogram(len(self.class_names))
+        for entry in self.dataset.entries:
+            if entry.label_path is None:
+                continue
+            image, label = entry.image(), entry.label()
+            for z0, z1 in entry.ranges("train"):
+                for s in range(z0, z1, 16):
+                    e = min(s + 16, z1)
+                    histogram.add(grey_bins(image.read(s, e), self.grey_window), label.read(s, e))
+        return histogram
+
+    def completed(self, engine: Engine) -> None:
+        for (volume, _), (path, handle) in self.files.items():
+            handle.close()
+            shape = (self.depths[volume],) + self.dataset.entries[volume].image().shape[1:]
+            sidecar_path(path).write_text(format_sidecar(RawInfo(shape, np.dtype(np.uint8), "<", {"SLICES": "test split, in order"})))
+            os.replace(atomic_path(path), path)
+        train_histogram = self._train_histogram()
+        if train_histogram.counts.sum() == 0:
+            logger.warning("no labelled train slices: the train-fitted baselines fall back to the test histogram.")
+            train_histogram = self.test_histogram
+        summary = metrics_summary(self.confusion, self.class_names)
+        summary["baselines"] = {name: metrics_summary(c, self.class_names) for name, c in baseline_confusions(train_histogram, self.test_histogram).items()}
+        summary["source"] = self.source
+        summary["test_voxels"] = int(self.confusion.sum())
+        self.summary = summary
+        self._write_json(summary)
+        self._write_tables(summary)
+        confusion_figure(summary["confusion"], self.class_names, self.output_dir / "confusion.png", "model on the test slices")
+        class_histogram_figure(self.test_histogram.counts, self.class_names, self.output_dir / "class_histograms.png", "test slices")
+        if self.figure_data is not None:
+            grey, truth, classes, z = self.figure_data
+            overlay_figure(grey, truth, classes, self.output_dir / "overlay.png", f"test slice z={z}")
+        rows = [("model", summary)] + list(summary["baselines"].items())
+        lines = [f"{'':20s}" + "".join(f"{n:>10s}" for n in self.class_names) + f"{'mean':>10s}"]
+        for name, s in rows:
+            lines.append(f"{name:20s}" + "".join(f"{s['iou'][n] * 100:10.1f}" for n in self.class_names) + f"{s['mean_iou'] * 100:10.1f}")
+        logger.info("IoU (%%) on %d test voxels:\n%s", summary["test_voxels"], "\n".join(lines))
+
+    def _write_json(self, summary: dict) -> None:
+        path = self.output_dir / "metrics.json"
+        tmp = atomic_path(path)
+        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+        os.replace(tmp, path)
+
+    def _write_tables(self, summary: dict) -> None:
+        def write(name: str, header: list[str], rows: list[list]) -> None:
+            path = self.output_dir / name
+            tmp = atomic_path(path)
+            with open(tmp, "w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(header)
+                writer.writerows(rows)
+            os.replace(tmp, path)
+
+        rows = [["model"] + [summary["iou"][n] for n in self.class_names] + [summary["mean_iou"]]]
+        rows += [[name] + [s["iou"][n] for n in self.class_names] + [s["mean_iou"]] for name, s in summary["baselines"].items()]
+        write("iou.csv", ["predictor"] + self.class_names + ["mean"], rows)
+        fields = ["accuracy", "precision", "recall", "f1", "iou", "support"]
+        write("report.csv", ["class"] + fields, [[name] + [values[f] for f in fields] for name, values in summary["report"].items()])
+        for key in ("counts", "by_all", "by_row", "by_col"):
+            matrix = summary["confusion"][key]
+            write(f"confusion_{key}.csv", ["true \\ predicted"] + self.class_names, [[self.class_names[i]] + list(row) for i, row in enumerate(matrix)])

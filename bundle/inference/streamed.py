@@ -1,0 +1,339 @@
+"""Streamed, resumable segmentation of a volume larger than memory, z-slab by z-slab.
+
+The pieces follow MONAI's inference properties so other pipelines can use them:
+`StreamedSegmentation` plans the slabs and owns the output files; `StreamedSlabDataset`
+reads each pending slab (with its z halo) from disk; a MONAI `SupervisedEvaluator` runs the
+network through the bundle's `ZStackInferer`; `StreamedWriter` (an evaluator handler) writes
+each finished slab into the outputs and records it, so a killed run restarted with the same
+command continues from the last completed slab and gives byte-identical files.
+
+Outputs for input `<stem>.<ext>` in `output_dir`: `<stem>.seg.raw` (uint8 labels),
+`<stem>.prob.raw` (uint8 probabilities x255, classes as the slowest axis) and
+`<stem>.uncertainty.raw` (uint8 entropy / log C x255), each with a `.raw.info` sidecar, and
+`<stem>.provenance.json`. They are written under temporary names and renamed when complete.
+Under `torchrun` the slabs are dealt round-robin to the ranks, which write into the same files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+
+from ..data.crops import read_with_halo
+from ..flags import as_flag
+from ..io import RawInfo, VolumeError, atomic_path, format_sidecar, open_volume, sidecar_path, volume_stem, write_volume
+
+__all__ = ["StreamedSegmentation", "StreamedSlabDataset", "StreamedWriter", "normalise_grey"]
+
+logger = logging.getLogger(__name__)
+
+
+def normalise_grey(data: np.ndarray, window: Sequence[float]) -> np.ndarray:
+    """Map the grey window [low, high] to [0, 1], clipping; the same rule as training's ScaleIntensityRanged."""
+    low, high = float(window[0]), float(window[1])
+    out = (data.astype(np.float32) - np.float32(low)) / np.float32(high - low)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def _dist() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _barrier() -> None:
+    if _dist()[1] > 1:
+        torch.distributed.barrier()
+
+
+class StreamedSegmentation:
+    """The plan and the output files of one streamed segmentation.
+
+    Nothing is written until `prepare()` (called when the evaluator starts), so building it
+    (e.g. in `ConfigWorkflow.check_properties`) has no side effect.
+
+    Args:
+        input_path: the volume (.raw + .raw.info, .tif/.tiff or a TIFF folder, .nii/.nii.gz).
+        output_dir: where outputs go.
+        slab: output slices per slab (memory grows linearly with it).
+        z_halo: context slices read each side (2 for 2.5D).
+        roi: optional [[z0, z1], [y0, y1], [x0, x1]] to segment only part of the volume.
+        num_classes: classes of the network.
+        save_probabilities: also write `<stem>.prob.raw`.
+        save_uncertainty: also write `<stem>.uncertainty.raw`.
+        output_ext: ".raw" (streamed), or ".nii.gz"/".nii"/".tif" converted at the end.
+        provenance: facts to record in `<stem>.provenance.json` (model, config...).
+    """
+
+    def __init__(
+        self,
+        input_path: str | os.PathLike,
+        output_dir: str | os.PathLike,
+        slab: int = 16,
+        z_halo: int = 0,
+        roi: Sequence[Sequence[int]] | None = None,
+        num_classes: int = 3,
+        save_probabilities: bool = True,
+        save_uncertainty: bool = True,
+        output_ext: str = ".raw",
+        provenance: dict | None = None,
+    ) -> None:
+        self.input_path = Path(input_path)
+        self.volume = open_volume(self.input_path)
+        self.output_dir = Path(output_dir)
+        self.slab = int(slab)
+        self.z_halo = int(z_halo)
+        self.num_classes = int(num_classes)
+        self.output_ext = output_ext
+        if output_ext not in (".raw", ".nii.gz", ".nii", ".tif", ".tiff"):
+            raise ValueError(f"output_ext must be .raw, .nii, .nii.gz, .tif or .tiff, got {output_ext!r}.")
+        depth = self.volume.shape[0]
+        if self.z_halo and depth < 2 * self.z_halo + 1:
+            raise VolumeError(
+                f"{self.input_path}: the volume has {depth} slice(s), fewer than the {2 * self.z_halo + 1} slices of context "
+                f"this model needs (z_halo {self.z_halo})."
+            )
+        box = roi if roi is not None else [[0, s] for s in self.volume.shape]
+        self.box = [slice(int(a), int(b)) for a, b in box]
+        for axis, (s, size) in enumerate(zip(self.box, self.volume.shape)):
+            if not 0 <= s.start < s.stop <= size:
+                raise VolumeError(f"{self.input_path}: roi {list(box)} axis {'zyx'[axis]} is outside the volume {self.volume.shape}.")
+        self.shape = tuple(s.stop - s.start for s in self.box)
+        stem = volume_stem(self.input_path)
+        self.outputs = {"seg": self.output_dir / f"{stem}.seg.raw"}
+        if as_flag(save_probabilities):
+            self.outputs["prob"] = self.output_dir / f"{stem}.prob.raw"
+        if as_flag(save_uncertainty):
+            self.outputs["uncertainty"] = self.output_dir / f"{stem}.uncertainty.raw"
+        self.provenance_path = self.output_dir / f"{stem}.provenance.json"
+        self.progress_dir = self.output_dir / f".{stem}.progress"
+        self.slabs = [(z, min(z + self.slab, self.box[0].stop)) for z in range(self.box[0].start, self.box[0].stop, self.slab)]
+        self.provenance = dict(provenance or {})
+        self.fingerprint = self._fingerprint()
+        self.done: set[int] = set()
+        self._started = time.time()
+
+    def _fingerprint(self) -> str:
+        stat = self.input_path.stat()
+        facts = {
+            "input": str(self.input_path.resolve()),
+            "size": stat.st_size,
+            "mtime": stat.st_mtime_ns,
+            "box": [[s.start, s.stop] for s in self.box],
+            "slab": self.slab,
+            "halo": self.z_halo,
+            "outputs": sorted(self.outputs),
+            "provenance": self.provenance,
+        }
+        return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()
+
+    def _sizes(self) -> dict[str, int]:
+        voxels = int(np.prod(self.shape))
+        return {name: voxels * (self.num_classes if name == "prob" else 1) for name in self.outputs}
+
+    def prepare(self) -> None:
+        """Create (or pick up) the partial outputs and read which slabs are done."""
+        rank, world = _dist()
+        if rank == 0:
+            try:
+                self.output_dir.mkdir(parents=True, exist_ok=True)
+                probe = self.output_dir / ".write_probe"
+                probe.write_bytes(b"")
+                probe.unlink()
+            except OSError as err:
+                raise PermissionError(f"{self.output_dir}: output folder is not writable ({err}); choose another --output_dir.") from err
+            self.progress_dir.mkdir(exist_ok=True)
+            stamp = self.progress_dir / "fingerprint"
+            fresh = not stamp.is_file() or stamp.read_text() != self.fingerprint
+            fresh = fresh or any(not atomic_path(p).is_file() or atomic_path(p).stat().st_size != n for (_, p), n in zip(self.outputs.items(), self._sizes().values()))
+            if fresh:
+                for marker in self.progress_dir.glob("slab_*"):
+                    marker.unlink()
+                for name, path in self.outputs.items():
+                    with open(atomic_path(path), "wb") as f:
+                        f.truncate(self._sizes()[name])
+                stamp.write_text(self.fingerprint)
+        _barrier()
+        self.done = {int(p.name.split("_")[1]) for p in self.progress_dir.glob("slab_*")}
+        if self.done:
+            logger.info("resuming %s: %d of %d slabs already done", self.input_path.name, len(self.done), len(self.slabs))
+
+    def pending(self) -> list[int]:
+        """Indices of the slabs this rank still has to segment."""
+        rank, world = _dist()
+        return [i for i in range(len(self.slabs)) if i % world == rank and i not in self.done]
+
+    def read(self, index: int, grey_window: Sequence[float]) -> np.ndarray:
+        """Normalised input of slab `index`, [Z + 2*halo, Y, X] float32."""
+        z0, z1 = self.slabs[index]
+        return normalise_grey(read_with_halo(self.volume, z0, z1, self.z_halo, self.box[1], self.box[2]), grey_window)
+
+    def write(self, index: int, logits: torch.Tensor) -> None:
+        """Write slab `index` from its [C, Z, Y, X] logits, then mark it done."""
+        z0, z1 = self.slabs[index]
+        probabilities = torch.softmax(logits.float(), dim=0)
+        planes = {"seg": probabilities.argmax(0).to(torch.uint8).numpy()}
+        if "prob" in self.outputs:
+            planes["prob"] = torch.round(probabilities * 255).to(torch.uint8).numpy()
+        if "uncertainty" in self.outputs:
+            entropy = -(probabilities * torch.log(probabilities.clamp_min(1e-12))).sum(0) / math.log(self.num_classes)
+            planes["uncertainty"] = torch.round(entropy.clamp(0, 1) * 255).to(torch.uint8).numpy()
+        plane_size = self.shape[1] * self.shape[2]
+        offset = (z0 - self.box[0].start) * plane_size
+        total = self.shape[0] * plane_size
+        with_fds = []
+        try:
+            for name, data in planes.items():
+                fd = os.open(atomic_path(self.outputs[name]), os.O_WRONLY)
+                with_fds.append(fd)
+                if name == "prob":
+                    for c in range(self.num_classes):
+                        os.pwrite(fd, np.ascontiguousarray(data[c]).tobytes(), c * total + offset)
+                else:
+                    os.pwrite(fd, np.ascontiguousarray(data).tobytes(), offset)
+                os.fsync(fd)
+        finally:
+            for fd in with_fds:
+                os.close(fd)
+        (self.progress_dir / f"slab_{index}").write_bytes(b"")
+        self.done.add(index)
+
+    def finalize(self) -> dict[str, Path]:
+        """Sidecars, provenance, rename to the final names (rank 0), and optional format conversion."""
+        _barrier()
+        rank, _ = _dist()
+        if rank != 0:
+            return dict(self.outputs)
+        missing = [i for i in range(len(self.slabs)) if not (self.progress_dir / f"slab_{i}").exists()]
+        if missing:
+            raise RuntimeError(f"{self.input_path}: slabs {missing[:5]} were not segmented; run the same command again to finish.")
+        extra = {k: v for k, v in self.volume.meta.items() if isinstance(v, (int, float, str, list))}
+        final = {}
+        for name, path in self.outputs.items():
+            shape = (self.shape[0] * self.num_classes,) + self.shape[1:] if name == "prob" else self.shape
+            info_extra = {**extra, **({"NUM_CLASSES": self.num_classes, "CLASS_AXIS": "slowest (z blocks per class)"} if name == "prob" else {})}
+            sidecar_path(path).write_text(format_sidecar(RawInfo(shape, np.dtype(np.uint8), "<", info_extra)))
+            os.replace(atomic_path(path), path)
+            final[name] = path
+        elapsed = time.time() - self._started
+        record = {
+            **self.provenance,
+            "input": str(self.input_path.resolve()),
+            "roi_zyx": [[s.start, s.stop] for s in self.box],
+            "outputs": {k: str(v) for k, v in final.items()},
+            "voxels": int(np.prod(self.shape)),
+            "seconds_last_session": round(elapsed, 3),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__, **_versions()},
+        }
+        if self.output_ext != ".raw":
+            final = {name: self._convert(name, path) for name, path in final.items()}
+            record["outputs"] = {k: str(v) for k, v in final.items()}
+        tmp = atomic_path(self.provenance_path)
+        tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
+        os.replace(tmp, self.provenance_path)
+        for marker in self.progress_dir.iterdir():
+            marker.unlink()
+        self.progress_dir.rmdir()
+        return final
+
+    def _convert(self, name: str, raw_path: Path) -> Path:
+        volume = open_volume(raw_path)
+        target = raw_path.with_name(raw_path.name[: -len(".raw")] + self.output_ext)
+        write_volume(target, volume.read(), volume.meta)
+        raw_path.unlink()
+        sidecar_path(raw_path).unlink()
+        return target
+
+
+def _versions() -> dict:
+    import monai
+
+    return {"monai": monai.__version__}
+
+
+class StreamedSlabDataset(torch.utils.data.Dataset):
+    """The pending slabs of a `StreamedSegmentation`, each {"image": [1, Z + 2*halo, Y, X], "slab": index}.
+
+    The slab list is taken when iteration starts, after `prepare()` has read what is done.
+    """
+
+    def __init__(self, stream: StreamedSegmentation, grey_window: Sequence[float]) -> None:
+        self.stream = stream
+        self.grey_window = [float(v) for v in grey_window]
+        self.indices: list[int] | None = None
+
+    def _plan(self) -> list[int]:
+        if self.indices is None:
+            self.indices = self.stream.pending()
+        return self.indices
+
+    def __len__(self) -> int:
+        return len(self._plan())
+
+    def __getitem__(self, i: int) -> dict:
+        index = self._plan()[i]
+        return {"image": torch.from_numpy(self.stream.read(index, self.grey_window))[None], "slab": index}
+
+
+class StreamedWriter:
+    """Evaluator handler: prepares the outputs at start, writes each slab as it completes, finalises at the end.
+
+    Also shows a progress bar with voxels/s and the time left.
+
+    Args:
+        stream: the `StreamedSegmentation`.
+        dataset: its `StreamedSlabDataset` (planned after `prepare`).
+        progress: show a tqdm progress bar.
+    """
+
+    def __init__(self, stream: StreamedSegmentation, dataset: StreamedSlabDataset, progress: bool = True) -> None:
+        self.stream = stream
+        self.dataset = dataset
+        self.progress = as_flag(progress)
+        self._bar = None
+        self.outputs: dict[str, Path] = {}
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self.started)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.iteration_completed)
+        engine.add_event_handler(Events.COMPLETED, self.completed)
+
+    def started(self, engine: Engine) -> None:
+        self.stream.prepare()
+        self.dataset.indices = None
+        pending = self.dataset._plan()
+        if self.progress and _dist()[0] == 0:
+            from tqdm import tqdm
+
+            plane = self.stream.shape[1] * self.stream.shape[2]
+            total = sum(self.stream.slabs[i][1] - self.stream.slabs[i][0] for i in pending) * plane
+            self._bar = tqdm(total=total, unit="vox", unit_scale=True, desc=f"segmenting {self.stream.input_path.name}")
+
+    def iteration_completed(self, engine: Engine) -> None:
+        predictions = engine.state.output["pred"] if isinstance(engine.state.output, dict) else [o["pred"] for o in engine.state.output]
+        slabs = engine.state.batch["slab"]
+        for logits, index in zip(predictions, slabs):
+            index = int(index)
+            self.stream.write(index, logits.detach().cpu())
+            if self._bar is not None:
+                z0, z1 = self.stream.slabs[index]
+                self._bar.update((z1 - z0) * self.stream.shape[1] * self.stream.shape[2])
+
+    def completed(self, engine: Engine) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        self.outputs = self.stream.finalize()
+        if _dist()[0] == 0:
+            logger.info("wrote %s", ", ".join(str(p) for p in self.outputs.values()))
