@@ -73,6 +73,7 @@ class StreamedSegmentation:
         save_probabilities: also write `<stem>.prob.raw`.
         save_uncertainty: also write `<stem>.uncertainty.raw`.
         output_ext: ".raw" (streamed), or ".nii.gz"/".nii"/".tif" converted at the end.
+        prob_dtype: "uint8" (x255, rounded) or "float16"/"float32" probabilities.
         provenance: facts to record in `<stem>.provenance.json` (model, config...).
     """
 
@@ -87,6 +88,7 @@ class StreamedSegmentation:
         save_probabilities: bool = True,
         save_uncertainty: bool = True,
         output_ext: str = ".raw",
+        prob_dtype: str = "uint8",
         provenance: dict | None = None,
     ) -> None:
         self.input_path = Path(input_path)
@@ -96,6 +98,9 @@ class StreamedSegmentation:
         self.z_halo = int(z_halo)
         self.num_classes = int(num_classes)
         self.output_ext = output_ext
+        self.prob_dtype = np.dtype(prob_dtype)
+        if self.prob_dtype not in (np.uint8, np.float16, np.float32):
+            raise ValueError(f"prob_dtype must be uint8, float16 or float32, got {prob_dtype!r}.")
         if output_ext not in (".raw", ".nii.gz", ".nii", ".tif", ".tiff"):
             raise ValueError(f"output_ext must be .raw, .nii, .nii.gz, .tif or .tiff, got {output_ext!r}.")
         depth = self.volume.shape[0]
@@ -134,13 +139,14 @@ class StreamedSegmentation:
             "slab": self.slab,
             "halo": self.z_halo,
             "outputs": sorted(self.outputs),
+            "prob_dtype": self.prob_dtype.name,
             "provenance": self.provenance,
         }
         return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()
 
     def _sizes(self) -> dict[str, int]:
         voxels = int(np.prod(self.shape))
-        return {name: voxels * (self.num_classes if name == "prob" else 1) for name in self.outputs}
+        return {name: voxels * (self.num_classes * self.prob_dtype.itemsize if name == "prob" else 1) for name in self.outputs}
 
     def prepare(self) -> None:
         """Create (or pick up) the partial outputs and read which slabs are done."""
@@ -185,13 +191,17 @@ class StreamedSegmentation:
         probabilities = torch.softmax(logits.float(), dim=0)
         planes = {"seg": probabilities.argmax(0).to(torch.uint8).numpy()}
         if "prob" in self.outputs:
-            planes["prob"] = torch.round(probabilities * 255).to(torch.uint8).numpy()
+            if self.prob_dtype == np.uint8:
+                planes["prob"] = torch.round(probabilities * 255).to(torch.uint8).numpy()
+            else:
+                planes["prob"] = probabilities.numpy().astype(self.prob_dtype)
         if "uncertainty" in self.outputs:
             entropy = -(probabilities * torch.log(probabilities.clamp_min(1e-12))).sum(0) / math.log(self.num_classes)
             planes["uncertainty"] = torch.round(entropy.clamp(0, 1) * 255).to(torch.uint8).numpy()
         plane_size = self.shape[1] * self.shape[2]
         offset = (z0 - self.box[0].start) * plane_size
         total = self.shape[0] * plane_size
+        item = {name: (self.prob_dtype.itemsize if name == "prob" else 1) for name in planes}
         with_fds = []
         try:
             for name, data in planes.items():
@@ -199,7 +209,7 @@ class StreamedSegmentation:
                 with_fds.append(fd)
                 if name == "prob":
                     for c in range(self.num_classes):
-                        os.pwrite(fd, np.ascontiguousarray(data[c]).tobytes(), c * total + offset)
+                        os.pwrite(fd, np.ascontiguousarray(data[c]).tobytes(), (c * total + offset) * item[name])
                 else:
                     os.pwrite(fd, np.ascontiguousarray(data).tobytes(), offset)
                 os.fsync(fd)
@@ -223,7 +233,8 @@ class StreamedSegmentation:
         for name, path in self.outputs.items():
             shape = (self.shape[0] * self.num_classes,) + self.shape[1:] if name == "prob" else self.shape
             info_extra = {**extra, **({"NUM_CLASSES": self.num_classes, "CLASS_AXIS": "slowest (z blocks per class)"} if name == "prob" else {})}
-            sidecar_path(path).write_text(format_sidecar(RawInfo(shape, np.dtype(np.uint8), "<", info_extra)))
+            dtype = self.prob_dtype if name == "prob" else np.dtype(np.uint8)
+            sidecar_path(path).write_text(format_sidecar(RawInfo(shape, dtype.newbyteorder("<"), "<", info_extra)))
             os.replace(atomic_path(path), path)
             final[name] = path
         elapsed = time.time() - self._started

@@ -1,0 +1,164 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from monai.inferers import SliceInferer
+
+from bundle.inference import normalise_grey
+from bundle.io import open_volume
+from bundle.networks import ModularUNet
+from bundle.phantom import make_phantom
+from conftest import CONFIGS, ROOT, bundle_run, config_list
+
+VARIANT_NETS = {"2d": dict(in_channels=1), "2.5d": dict(in_channels=5), "3d": dict(spatial_dims=3)}
+VARIANT_ARGS = {
+    "2d": ["--roi_size", "[32,32]"],
+    "2.5d": ["--roi_size", "[32,32]"],
+    "3d": ["--roi_size", "[16,32,32]", "--z_halo", "4"],
+}
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory):
+    """Untrained but fixed-seed f0=4 weights per variant: inference plumbing does not need a good model."""
+    folder = tmp_path_factory.mktemp("models")
+    paths = {}
+    for variant, kwargs in VARIANT_NETS.items():
+        torch.manual_seed(1)
+        net = ModularUNet(f0=4, **kwargs)
+        net.train()
+        with torch.no_grad():
+            net(torch.rand(4, kwargs.get("in_channels", 1), *(16,) * kwargs.get("spatial_dims", 2)))
+        paths[variant] = folder / f"model_{variant}.pt"
+        torch.save(net.state_dict(), paths[variant])
+    return paths
+
+
+def infer(input_path, output, model, variant="2d", *extra, env=None):
+    configs = ["inference.json"] + ([f"variants/{variant}.json"] if variant != "2d" else [])
+    return bundle_run(
+        "run", "inference", "--config_file", config_list(*configs), "--input_path", str(input_path), "--output_dir", str(output),
+        "--ckpt_path", str(model), "--network_def#f0", "4", *VARIANT_ARGS[variant], *extra, env=env,
+    )
+
+
+@pytest.mark.parametrize("variant", VARIANT_NETS)
+def test_inference_run_writes_every_output(tiny_dataset, models, tmp_path, variant):
+    infer(tiny_dataset / "phantom.raw", tmp_path, models[variant], variant, "--slab", "8")
+    seg = open_volume(tmp_path / "phantom.seg.raw")
+    assert seg.shape == (48, 64, 64) and seg.dtype == np.uint8 and seg.read().max() <= 2
+    prob = open_volume(tmp_path / "phantom.prob.raw").read().reshape(3, 48, 64, 64).astype(int)
+    assert np.all(np.abs(prob.sum(0) - 255) <= 2)
+    np.testing.assert_array_equal(prob.argmax(0)[prob.max(0) > 130], seg.read()[prob.max(0) > 130])
+    assert open_volume(tmp_path / "phantom.uncertainty.raw").shape == (48, 64, 64)
+    provenance = json.loads((tmp_path / "phantom.provenance.json").read_text())
+    assert provenance["variant"] == variant and provenance["versions"]["torch"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_streamed_output_equals_monai_slice_inferer_in_memory(tiny_dataset, models, tmp_path):
+    infer(tiny_dataset / "phantom.raw", tmp_path, models["2d"], "2d", "--slab", "5", "--prob_dtype", "float32", "--save_uncertainty", "false")
+    net = ModularUNet(f0=4)
+    net.load_state_dict(torch.load(models["2d"], weights_only=True))
+    net.eval()
+    volume = normalise_grey(open_volume(tiny_dataset / "phantom.raw").read(), [0, 255])
+    inferer = SliceInferer(roi_size=(32, 32), sw_batch_size=4, overlap=0.25, mode="gaussian", spatial_dim=0)
+    with torch.inference_mode():
+        expected = torch.softmax(inferer(torch.from_numpy(volume)[None, None], net), dim=1)[0].numpy()
+    prob = open_volume(tmp_path / "phantom.prob.raw").read().reshape(expected.shape)
+    np.testing.assert_allclose(prob, expected, atol=1e-5)
+    np.testing.assert_array_equal(open_volume(tmp_path / "phantom.seg.raw").read(), expected.argmax(0))
+    assert not (tmp_path / "phantom.uncertainty.raw").exists()
+
+
+def test_roi_and_nifti_output(tiny_dataset, models, tmp_path):
+    infer(tiny_dataset / "phantom.raw", tmp_path, models["2d"], "2d", "--roi", "[[10,20],[0,32],[16,64]]", "--output_ext", ".nii.gz")
+    seg = open_volume(tmp_path / "phantom.seg.nii.gz")
+    assert seg.shape == (10, 32, 48)
+    assert not (tmp_path / "phantom.seg.raw").exists()
+
+
+def test_killed_run_resumes_to_identical_files(tmp_path, models):
+    make_phantom(tmp_path / "data", (64, 128, 128), seed=5)
+    reference = tmp_path / "reference"
+    infer(tmp_path / "data" / "phantom.raw", reference, models["2d"], "2d", "--slab", "1", "--roi_size", "[128,128]")
+    interrupted = tmp_path / "interrupted"
+    command = [sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file", str(CONFIGS / "inference.json"),
+               "--input_path", str(tmp_path / "data" / "phantom.raw"), "--output_dir", str(interrupted), "--ckpt_path", str(models["2d"]),
+               "--network_def#f0", "4", "--slab", "1", "--roi_size", "[128,128]"]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "2"})
+    markers = interrupted / ".phantom.progress"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(markers.glob("slab_*"))) < 3 and process.poll() is None:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done = len(list(markers.glob("slab_*")))
+    assert 0 < done < 64 and not (interrupted / "phantom.seg.raw").exists()
+    result = infer(tmp_path / "data" / "phantom.raw", interrupted, models["2d"], "2d", "--slab", "1", "--roi_size", "[128,128]")
+    assert "already done" in result.stdout + result.stderr
+    for name in ("seg", "prob", "uncertainty"):
+        assert (interrupted / f"phantom.{name}.raw").read_bytes() == (reference / f"phantom.{name}.raw").read_bytes()
+
+
+def test_two_process_inference_equals_single_process(tiny_dataset, models, tmp_path):
+    single = tmp_path / "single"
+    infer(tiny_dataset / "phantom.raw", single, models["2d"], "2d", "--slab", "4", env={"OMP_NUM_THREADS": "1"})
+    configs = config_list("inference.json", "multi_gpu_inference.json")
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29519", "-m", "monai.bundle", "run", "inference",
+               "--config_file", configs, "--input_path", str(tiny_dataset / "phantom.raw"), "--output_dir", str(tmp_path / "multi"),
+               "--ckpt_path", str(models["2d"]), "--network_def#f0", "4", "--roi_size", "[32,32]", "--slab", "4", "--progress", "false"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-4000:]
+    for name in ("seg", "prob", "uncertainty"):
+        assert (tmp_path / "multi" / f"phantom.{name}.raw").read_bytes() == (single / f"phantom.{name}.raw").read_bytes()
+
+
+def failing(*args):
+    result = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "inference", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    return result.stdout + result.stderr
+
+
+def test_bad_inference_inputs(tiny_dataset, models, tmp_path):
+    base = ["--config_file", str(CONFIGS / "inference.json"), "--network_def#f0", "4", "--roi_size", "[32,32]"]
+    log = failing(*base, "--input_path", str(tmp_path / "nope.raw"), "--output_dir", str(tmp_path / "o1"), "--ckpt_path", str(models["2d"]))
+    assert "nope.raw: raw volume not found" in log
+    (tmp_path / "short.raw").write_bytes(bytes(100))
+    (tmp_path / "short.raw.info").write_text("NUM_X = 64\nNUM_Y = 64\nNUM_Z = 2\nDATATYPE = uint8\n")
+    log = failing(*base, "--input_path", str(tmp_path / "short.raw"), "--output_dir", str(tmp_path / "o2"), "--ckpt_path", str(models["2d"]))
+    assert "short.raw: file has 100 B" in log
+    log = failing(*base, "--input_path", str(tiny_dataset / "phantom.raw"), "--output_dir", str(tmp_path / "o3"), "--ckpt_path", str(models["2.5d"]))
+    assert "does not fit the network" in log and "model_2.5d.pt" in log
+    log = failing(*base, "--input_path", str(tiny_dataset / "phantom.raw"), "--output_dir", str(tmp_path / "o4"), "--ckpt_path", str(tmp_path / "missing.pt"))
+    assert "missing.pt: checkpoint not found" in log and "Train it with" in log
+    thin = tmp_path / "thin.raw"
+    np.zeros((3, 64, 64), np.uint8).tofile(thin)
+    (tmp_path / "thin.raw.info").write_text("NUM_X = 64\nNUM_Y = 64\nNUM_Z = 3\n")
+    log = failing("--config_file", config_list("inference.json", "variants/2.5d.json"), "--network_def#f0", "4", "--roi_size", "[32,32]",
+                  "--input_path", str(thin), "--output_dir", str(tmp_path / "o5"), "--ckpt_path", str(models["2.5d"]))
+    assert "fewer than the 5 slices of context" in log
+    for folder in (tmp_path / "o1", tmp_path / "o2", tmp_path / "o3", tmp_path / "o4", tmp_path / "o5"):
+        assert not (folder / "phantom.seg.raw").exists()
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    log = failing(*base, "--input_path", str(tiny_dataset / "phantom.raw"), "--output_dir", str(blocker / "out"), "--ckpt_path", str(models["2d"]))
+    assert "not writable" in log and "a_file" in log
+
+
+def test_config_workflow_infer_properties(tiny_dataset, models, tmp_path):
+    from monai.bundle import ConfigWorkflow
+
+    workflow = ConfigWorkflow(
+        config_file=str(CONFIGS / "inference.json"), meta_file=str(CONFIGS / "metadata.json"), workflow_type="infer",
+        input_path=str(tiny_dataset / "phantom.raw"), output_dir=str(tmp_path / "never"), ckpt_path=str(models["2d"]), **{"network_def#f0": 4},
+    )
+    workflow.initialize()
+    assert not workflow.check_properties()
+    assert not (tmp_path / "never").exists()
