@@ -70,3 +70,16 @@ def test_read_with_halo_uses_real_neighbours_and_mirrors_at_the_ends(tmp_path):
     assert read_with_halo(volume, 2, 4, 2)[:, 0, 0].tolist() == [0, 1, 2, 3, 4, 5]
     assert read_with_halo(volume, 0, 2, 2)[:, 0, 0].tolist() == [2, 1, 0, 1, 2, 3]
     assert read_with_halo(volume, 5, 6, 2)[:, 0, 0].tolist() == [3, 4, 5, 4, 3]
+
+
+def test_crop_dataset_reads_crops_and_warns_about_absent_classes(tmp_path, caplog):
+    from bundle.data import RandomCropDataset
+
+    make_dataset(tmp_path, image_shape=(20, 16, 16), label_values=(0, 1))
+    with caplog.at_level("WARNING"):
+        dataset = RandomCropDataset(tmp_path, crop_size=(8, 8), z_context=2, num_samples=4)
+    assert "classes [2] are absent" in caplog.text
+    dataset.set_random_state(0)
+    item = dataset[0]
+    assert item["image"].shape == (5, 8, 8) and item["label"].shape == (1, 8, 8)
+    assert dataset.class_counts.tolist()[2] == 0
