@@ -28,18 +28,7 @@ FIELDS = [
     "study", "run", "variant", "f0", "change", "train_slices", "parameters", "epochs", "train_seconds",
     "iou_matrix", "iou_fibre", "iou_porosity", "mean_iou", "bin_zero_oc_train_mean", "bin_zero_oc_test_mean",
 ]
-ABLATIONS = {
-    "default": {},
-    "no dropout": {"network_def#dropout": 0.0},
-    "no gaussian noise": {"network_def#noise_std": 0.0},
-    "no residual": {"network_def#residual": False},
-    "no normalisation": {"network_def#norm": "none"},
-    "layer norm": {"network_def#norm": "layer"},
-    "separable convolutions": {"network_def#conv": "separable"},
-    "rigid up/down-sampling": {"network_def#down": "rigid", "network_def#up": "rigid"},
-    "u-depth 2": {"network_def#u_depth": 2},
-    "u-depth 4": {"network_def#u_depth": 4},
-}
+ABLATIONS = {"default": {}} | {path.stem: json.loads(path.read_text()) for path in sorted((CONFIGS / "ablations").glob("*.json"))}
 
 
 def _done(results: Path) -> set[str]:

@@ -83,3 +83,37 @@ def test_crop_dataset_reads_crops_and_warns_about_absent_classes(tmp_path, caplo
     item = dataset[0]
     assert item["image"].shape == (5, 8, 8) and item["label"].shape == (1, 8, 8)
     assert dataset.class_counts.tolist()[2] == 0
+
+
+def test_crops_from_y_and_x_planes_keep_image_and_label_aligned(tmp_path):
+    from bundle.data import RandomCropDataset
+
+    image = (np.arange(20 * 16 * 16) % 251).astype(np.uint8).reshape(20, 16, 16)
+    write_volume(tmp_path / "img.raw", image)
+    write_volume(tmp_path / "lab.raw", (image % 3).astype(np.uint8))
+    (tmp_path / "dataset.json").write_text(json.dumps({"volumes": [{"image": "img.raw", "label": "lab.raw", "splits": {"train": [0, 20]}}]}))
+    dataset = RandomCropDataset(tmp_path, crop_size=(8, 8), z_context=1, num_samples=30, planes=("z", "y", "x"))
+    dataset.set_random_state(0)
+    seen = set()
+    for i in range(30):
+        item = dataset[i]
+        assert item["image"].shape == (3, 8, 8) and item["label"].shape == (1, 8, 8)
+        np.testing.assert_array_equal(item["image"][1].numpy().astype(np.uint8) % 3, item["label"][0].numpy())
+        seen.add(dataset.randomize()[1])
+    assert seen == {"z", "y", "x"}
+
+
+def test_rare_class_oversampling_centres_crops_on_pores(tmp_path):
+    from bundle.data import RandomCropDataset
+
+    write_volume(tmp_path / "img.raw", np.zeros((10, 64, 64), np.uint8))
+    label = np.zeros((10, 64, 64), np.uint8)
+    label[5, 40:42, 50:52] = 2
+    write_volume(tmp_path / "lab.raw", label)
+    (tmp_path / "dataset.json").write_text(json.dumps({"volumes": [{"image": "img.raw", "label": "lab.raw", "splits": {"train": [0, 10]}}]}))
+    plain = RandomCropDataset(tmp_path, crop_size=(16, 16), num_samples=50)
+    over = RandomCropDataset(tmp_path, crop_size=(16, 16), num_samples=50, rare_fraction=0.5)
+    plain.set_random_state(1)
+    over.set_random_state(1)
+    with_pore = [sum(int((d[i]["label"] == 2).any()) for i in range(50)) for d in (plain, over)]
+    assert with_pore[0] <= 3 and with_pore[1] >= 15

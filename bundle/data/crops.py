@@ -77,15 +77,24 @@ def _split_entries(dataset_dir: str | os.PathLike, split: str, needs_label: bool
 class RandomCropDataset(Randomizable, torch.utils.data.Dataset):
     """`num_samples` random crops of the `split` z-ranges, each a dict {"image": [C, ...], "label": [1, ...]}.
 
+    2D crops are planes normal to z by default; with `planes` ("z", "y", "x") they are drawn
+    from all three orientations (a model then fit for multi-axis inference, as
+    volume-segmantics does), the neighbours of a y- or x-plane given as channels the same way.
+    With `rare_fraction`, that share of crops is centred on a voxel of `rare_class`
+    (over-sampling the porosity).
+
     Args:
         dataset_dir: folder of `dataset.json`.
-        crop_size: (y, x) for 2D/2.5D or (z, y, x) for 3D.
-        z_context: neighbour slices each side stacked as channels (2 for the paper's 2.5D).
+        crop_size: (h, w) for 2D/2.5D or (z, y, x) for 3D.
+        z_context: neighbour planes each side stacked as channels (2 for the paper's 2.5D).
         num_samples: crops per epoch (batch size x batches per epoch).
         split: which z-ranges to draw from.
         num_classes: labels must be 0..num_classes-1 or 255.
         max_slices: keep only the first `max_slices` slices of the split (the learning curve).
         transform: MONAI transform applied to each item.
+        planes: 2D only, plane normals to draw from.
+        rare_class: class to over-sample.
+        rare_fraction: share of crops centred on a `rare_class` voxel (0 disables).
     """
 
     def __init__(
@@ -98,64 +107,118 @@ class RandomCropDataset(Randomizable, torch.utils.data.Dataset):
         num_classes: int = 3,
         max_slices: int | None = None,
         transform: Callable | None = None,
+        planes: Sequence[str] = ("z",),
+        rare_class: int = 2,
+        rare_fraction: float = 0.0,
     ) -> None:
         self.crop_size = tuple(int(c) for c in crop_size)
         if len(self.crop_size) not in (2, 3):
-            raise ValueError(f"crop_size must be (y, x) or (z, y, x), got {crop_size}.")
-        if len(self.crop_size) == 3 and z_context:
-            raise ValueError("z_context stacks neighbours as channels of 2D crops; 3D crops take it from their own depth.")
+            raise ValueError(f"crop_size must be (h, w) or (z, y, x), got {crop_size}.")
+        if len(self.crop_size) == 3 and (z_context or tuple(planes) != ("z",)):
+            raise ValueError("z_context and planes are for 2D crops; 3D crops take their context from their own depth.")
+        self.planes = tuple(planes)
+        if not self.planes or any(p not in ("z", "y", "x") for p in self.planes):
+            raise ValueError(f"planes must be a non-empty subset of ('z', 'y', 'x'), got {planes}.")
         self.z_context = int(z_context)
         self.num_samples = int(num_samples)
         self.transform = transform
+        self.rare_fraction = float(rare_fraction)
         self.entries = _split_entries(dataset_dir, split, needs_label=True)
-        crop_depth = self.crop_size[0] if len(self.crop_size) == 3 else 1
         self.boxes: list[tuple[Volume, Volume, int, int]] = []
         counts = np.zeros(num_classes, np.int64)
+        rare_points = []
         for entry in self.entries:
             image, label = entry.image(), entry.label()
-            if any(c > s for c, s in zip(self.crop_size[::-1], image.shape[::-1])):
-                raise DatasetError(
-                    f"{entry.image_path}: crop (z, y, x) {self.crop_size} is larger than the volume {image.shape}; "
-                    f"lower train#crop_size."
-                )
             ranges = _first_slices(entry.ranges(split), max_slices)
-            for z0, z1 in ranges:
-                if z1 - z0 < crop_depth:
+            for plane in self.planes:
+                extent = self._extent(plane)
+                if any(c > s for c, s in zip(extent, image.shape)):
                     raise DatasetError(
-                        f"{entry.image_path}: '{split}' range [{z0}, {z1}) has {z1 - z0} slices, fewer than the crop depth "
-                        f"{crop_depth}; widen the range in dataset.json or lower the crop depth."
+                        f"{entry.image_path}: crop (z, y, x) {extent} of {plane}-planes is larger than the volume {image.shape}; "
+                        "lower crop_size."
                     )
-                self.boxes.append((image, label, z0, z1 - crop_depth + 1))
+                for z0, z1 in ranges:
+                    if z1 - z0 < extent[0]:
+                        raise DatasetError(
+                            f"{entry.image_path}: '{split}' range [{z0}, {z1}) has {z1 - z0} slices, fewer than the crop depth "
+                            f"{extent[0]}; widen the range in dataset.json or lower the crop depth."
+                        )
+            for z0, z1 in ranges:
+                self.boxes.append((image, label, z0, z1))
             counts += check_label_values(label, num_classes, ranges)
+            if self.rare_fraction > 0:
+                rare_points += [(len(self.boxes) - len(ranges) + i, *p) for i, r in enumerate(ranges) for p in _class_voxels(label, [r], rare_class)]
         absent = [c for c in range(num_classes) if counts[c] == 0]
         if absent:
             logger.warning("classes %s are absent from the '%s' labels of %s; the model cannot learn them.", absent, split, dataset_dir)
+        if self.rare_fraction > 0 and not rare_points:
+            logger.warning("no voxel of class %d in the '%s' labels: rare-class over-sampling is off.", rare_class, split)
+        self.rare_points = np.array(rare_points, np.int64).reshape(-1, 4)
         self.class_counts = counts
         weights = np.array([b[3] - b[2] for b in self.boxes], float)
         self._box_p = weights / weights.sum()
 
+    def _extent(self, plane: str) -> tuple[int, int, int]:
+        """Crop size along (z, y, x), neighbour planes included."""
+        if len(self.crop_size) == 3:
+            return self.crop_size
+        h, w = self.crop_size
+        thick = 2 * self.z_context + 1
+        return {"z": (1, h, w), "y": (h, thick, w), "x": (h, w, thick)}[plane]
+
     def __len__(self) -> int:
         return self.num_samples
 
-    def randomize(self, data=None) -> tuple[int, int, int, int]:
+    def randomize(self, data=None) -> tuple[int, str, int, int, int]:
+        plane = self.planes[self.R.randint(len(self.planes))]
+        extent = self._extent(plane)
+        if len(self.rare_points) and self.R.random_sample() < self.rare_fraction:
+            box, *centre = self.rare_points[self.R.randint(len(self.rare_points))]
+            image, _, z_lo, z_hi = self.boxes[box]
+            lows = [z_lo, 0, 0]
+            highs = [z_hi - extent[0], image.shape[1] - extent[1], image.shape[2] - extent[2]]
+            start = [int(np.clip(c - e // 2, lo, hi)) for c, e, lo, hi in zip(centre, extent, lows, highs)]
+            return (int(box), plane, *start)
         box = int(self.R.choice(len(self.boxes), p=self._box_p))
         image, _, z_lo, z_hi = self.boxes[box]
-        y = self.R.randint(0, image.shape[1] - self.crop_size[-2] + 1)
-        x = self.R.randint(0, image.shape[2] - self.crop_size[-1] + 1)
-        return box, self.R.randint(z_lo, z_hi), y, x
+        if plane == "z" and len(self.crop_size) == 2:
+            z = self.R.randint(z_lo, z_hi)
+        else:
+            z = self.R.randint(z_lo, z_hi - extent[0] + 1)
+        y = self.R.randint(0, image.shape[1] - extent[1] + 1)
+        x = self.R.randint(0, image.shape[2] - extent[2] + 1)
+        return box, plane, z, y, x
 
     def __getitem__(self, index: int) -> dict:
-        box, z, y, x = self.randomize()
+        box, plane, z, y, x = self.randomize()
         image, label, _, _ = self.boxes[box]
-        ys, xs = slice(y, y + self.crop_size[-2]), slice(x, x + self.crop_size[-1])
+        extent = self._extent(plane)
+        ys, xs = slice(y, y + extent[1]), slice(x, x + extent[2])
+        c = self.z_context
         if len(self.crop_size) == 3:
-            img = image.read(z, z + self.crop_size[0], ys, xs)[None]
-            lab = label.read(z, z + self.crop_size[0], ys, xs)[None]
-        else:
-            img = read_with_halo(image, z, z + 1, self.z_context, ys, xs)
+            img = image.read(z, z + extent[0], ys, xs)[None]
+            lab = label.read(z, z + extent[0], ys, xs)[None]
+        elif plane == "z":
+            img = read_with_halo(image, z, z + 1, c, ys, xs)
             lab = label.read(z, z + 1, ys, xs)
+        else:
+            axis = 1 if plane == "y" else 2
+            img = np.moveaxis(image.read(z, z + extent[0], ys, xs), axis, 0)
+            lab = np.moveaxis(label.read(z, z + extent[0], ys, xs), axis, 0)[c : c + 1]
         item = {"image": torch.from_numpy(img.astype(np.float32)), "label": torch.from_numpy(lab.astype(np.int64))}
         return self.transform(item) if self.transform is not None else item
+
+
+def _class_voxels(label: Volume, ranges: list[tuple[int, int]], cls: int, limit: int = 200_000, slab: int = 32) -> list[tuple[int, int, int]]:
+    """Up to `limit` (z, y, x) voxels of class `cls` in `ranges`, evenly thinned."""
+    points = []
+    for z0, z1 in ranges:
+        for s in range(z0, z1, slab):
+            zz, yy, xx = np.nonzero(label.read(s, min(s + slab, z1)) == cls)
+            points.append(np.stack([zz + s, yy, xx], 1))
+    found = np.concatenate(points) if points else np.zeros((0, 3), np.int64)
+    step = max(1, len(found) // limit)
+    return [tuple(p) for p in found[::step].tolist()]
 
 
 def _first_slices(ranges: list[tuple[int, int]], max_slices: int | None) -> list[tuple[int, int]]:
