@@ -135,3 +135,22 @@ def test_verify_net_in_out_for_each_variant(variant):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "verified with no error" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(spatial_dims=3), dict(conv="separable"), dict(down="rigid", up="rigid"), dict(norm="layer")])
+def test_folded_batch_norm_and_channels_last_keep_the_outputs(kwargs):
+    from bundle.networks import inference_ready
+
+    torch.manual_seed(0)
+    net = ModularUNet(f0=4, **kwargs)
+    size = (16,) * net.spatial_dims
+    for _ in range(3):
+        net(torch.rand(4, 1, *size))
+    net.eval()
+    x = torch.rand(2, 1, *(s * 2 for s in size))
+    with torch.inference_mode():
+        expected = net(x)
+        for variant in (inference_ready(net), inference_ready(net, channels_last=True)):
+            torch.testing.assert_close(variant(x), expected, atol=1e-5, rtol=1e-4)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d | torch.nn.BatchNorm3d) for m in inference_ready(net).modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d | torch.nn.BatchNorm3d) for m in net.modules()) == (kwargs.get("norm", "batch") == "batch")
