@@ -15,11 +15,11 @@ import fire
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from bundle.io import open_volume, volume_stem  # noqa: E402
-from bundle.report import materials_report  # noqa: E402
+from bundle.io import open_volume, volume_stem
+from bundle.report import materials_report
 
 
 def _voxel_size(*volumes) -> tuple[float, str]:
@@ -38,9 +38,9 @@ def _page(report: dict, labels, image, path: Path) -> None:
     grid = fig.add_gridspec(2, 3)
     depth, ny, nx = labels.shape
     planes = [
-        ("x-y plane, z=%d" % (depth // 2), labels.read(depth // 2, depth // 2 + 1)[0], image.read(depth // 2, depth // 2 + 1)[0] if image else None),
-        ("x-z plane, y=%d" % (ny // 2), labels.read(0, depth, slice(ny // 2, ny // 2 + 1))[:, 0], image.read(0, depth, slice(ny // 2, ny // 2 + 1))[:, 0] if image else None),
-        ("y-z plane, x=%d" % (nx // 2), labels.read(0, depth, slice(None), slice(nx // 2, nx // 2 + 1))[:, :, 0], image.read(0, depth, slice(None), slice(nx // 2, nx // 2 + 1))[:, :, 0] if image else None),
+        (f"x-y plane, z={depth // 2}", labels.read(depth // 2, depth // 2 + 1)[0], image.read(depth // 2, depth // 2 + 1)[0] if image else None),
+        (f"x-z plane, y={ny // 2}", labels.read(0, depth, slice(ny // 2, ny // 2 + 1))[:, 0], image.read(0, depth, slice(ny // 2, ny // 2 + 1))[:, 0] if image else None),
+        (f"y-z plane, x={nx // 2}", labels.read(0, depth, slice(None), slice(nx // 2, nx // 2 + 1))[:, :, 0], image.read(0, depth, slice(None), slice(nx // 2, nx // 2 + 1))[:, :, 0] if image else None),
     ]
     for k, (title, lab, img) in enumerate(planes):
         ax = fig.add_subplot(grid[0, k])

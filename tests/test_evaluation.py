@@ -3,11 +3,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import CONFIGS, bundle_run, config_list
+from test_inference import VARIANT_ARGS, models  # noqa: F401
 
 from bundle.io import open_volume
 from bundle.metrics import confusion_matrix, iou_per_class
-from conftest import CONFIGS, bundle_run, config_list
-from test_inference import VARIANT_ARGS, models  # noqa: F401
 
 
 @pytest.mark.parametrize("variant", ["2d", "2.5d", "3d"])
@@ -69,9 +69,8 @@ def test_ckpt_export_gives_the_same_labels(models, tmp_path):  # noqa: F811
 
 @pytest.mark.parametrize("workflow_type", ["train", "inference"])
 def test_monai_bundle_load_returns_the_shipped_weights_from_any_directory(tmp_path, monkeypatch, workflow_type):
-    from monai.bundle import load
-
     from conftest import ROOT
+    from monai.bundle import load
 
     monkeypatch.chdir(tmp_path)
     network = load(name=ROOT.name, bundle_dir=str(ROOT.parent), workflow_type=workflow_type, device="cpu")

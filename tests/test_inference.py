@@ -8,13 +8,13 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import CONFIGS, ROOT, bundle_run, config_list
 from monai.inferers import SliceInferer
 
 from bundle.inference import normalise_grey
 from bundle.io import open_volume
 from bundle.networks import ModularUNet
 from bundle.phantom import make_phantom
-from conftest import CONFIGS, ROOT, bundle_run, config_list
 
 VARIANT_NETS = {"2d": dict(in_channels=1), "2.5d": dict(in_channels=5), "3d": dict(spatial_dims=3)}
 VARIANT_ARGS = {

@@ -2,7 +2,6 @@ import json
 import os
 
 import pytest
-
 from conftest import CONFIGS
 
 MANDATORY = [

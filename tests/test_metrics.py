@@ -3,7 +3,13 @@ import pytest
 
 from bundle.baselines import GreyClassHistogram, grey_bins
 from bundle.evaluation import baseline_confusions
-from bundle.metrics import classification_report, confusion_matrix, iou_per_class, metrics_summary, normalised_confusions
+from bundle.metrics import (
+    classification_report,
+    confusion_matrix,
+    iou_per_class,
+    metrics_summary,
+    normalised_confusions,
+)
 
 NAMES = ["matrix", "fibre", "porosity"]
 

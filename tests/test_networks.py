@@ -3,9 +3,9 @@ import sys
 
 import pytest
 import torch
+from conftest import CONFIGS, ROOT
 
 from bundle.networks import ChannelLayerNorm, ModularUNet
-from conftest import CONFIGS, ROOT
 
 EXPECTED_PARAMETERS = {
     "2d f0=8": (dict(f0=8), 827_763),

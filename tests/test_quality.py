@@ -1,9 +1,9 @@
 import pytest
 import torch
-
-from bundle.inference.zstack import ZStackInferer, dihedral, undo_dihedral
 from conftest import bundle_run, config_list
 from test_inference import models  # noqa: F401
+
+from bundle.inference.zstack import ZStackInferer, dihedral, undo_dihedral
 
 
 def test_dihedral_group_has_eight_distinct_invertible_elements():

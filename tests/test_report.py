@@ -5,10 +5,10 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import ROOT
 
 from bundle.io import open_volume, write_volume
 from bundle.report import materials_report
-from conftest import ROOT
 
 
 def ball(shape, centre, radius):

@@ -5,10 +5,10 @@ import sys
 
 import pytest
 import torch
+from conftest import CONFIGS, ROOT, bundle_run, config_list
 
 from bundle.checkpoints import CheckpointError, load_weights
 from bundle.networks import ModularUNet
-from conftest import CONFIGS, ROOT, bundle_run, config_list
 
 TINY = ["--max_epochs", "2", "--steps_per_epoch", "2", "--batch_size", "2", "--val_interval", "1", "--network_def#f0", "4", "--num_workers", "0"]
 VARIANTS = {
