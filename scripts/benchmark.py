@@ -26,21 +26,11 @@ import numpy as np
 import torch
 
 from bundle.networks import ModularUNet
+from bundle.variants import VARIANT_NETWORK, ablation_overlays, network_kwargs
 
 ROOT = Path(__file__).resolve().parent.parent
-VARIANTS = {"2d": dict(spatial_dims=2, in_channels=1), "2.5d": dict(spatial_dims=2, in_channels=5), "3d": dict(spatial_dims=3, in_channels=1)}
-ABLATIONS = {
-    "default": {},
-    "no dropout": dict(dropout=0.0),
-    "no noise": dict(noise_std=0.0),
-    "no residual": dict(residual=False),
-    "no normalisation": dict(norm="none"),
-    "layer norm": dict(norm="layer"),
-    "separable": dict(conv="separable"),
-    "rigid up/down": dict(down="rigid", up="rigid"),
-    "depth 2": dict(u_depth=2),
-    "depth 4": dict(u_depth=4),
-}
+VARIANTS = VARIANT_NETWORK
+ABLATIONS = {name: network_kwargs("2d", overlay) for name, overlay in ablation_overlays().items()}
 
 
 def _count(**kwargs) -> int:

@@ -22,13 +22,15 @@ from pathlib import Path
 
 import fire
 
+from bundle.variants import ablation_overlays, network_kwargs
+
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
 FIELDS = [
     "study", "run", "variant", "f0", "change", "train_slices", "parameters", "epochs", "train_seconds",
     "iou_matrix", "iou_fibre", "iou_porosity", "mean_iou", "bin_zero_oc_train_mean", "bin_zero_oc_test_mean",
 ]
-ABLATIONS = {"default": {}} | {path.stem: json.loads(path.read_text()) for path in sorted((CONFIGS / "ablations").glob("*.json"))}
+ABLATIONS = ablation_overlays()
 
 
 def _done(results: Path) -> set[str]:
@@ -76,9 +78,7 @@ def _bundle(workflow: str, variant: str, overrides: dict, log: Path) -> None:
 def _parameters(variant: str, network: dict) -> int:
     from bundle.networks import ModularUNet
 
-    base = {"2d": {}, "2.5d": {"in_channels": 5}, "3d": {"spatial_dims": 3}}[variant]
-    kwargs = {**base, **{k.split("#", 1)[1]: v for k, v in network.items()}}
-    return sum(p.numel() for p in ModularUNet(**kwargs).parameters() if p.requires_grad)
+    return sum(p.numel() for p in ModularUNet(**network_kwargs(variant, network)).parameters() if p.requires_grad)
 
 
 def _run(study: str, name: str, variant: str, network: dict, extra: dict, change: str, train_slices, dataset_dir: str,
