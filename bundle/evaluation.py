@@ -23,7 +23,7 @@ from .baselines import GreyClassHistogram, grey_bins
 from .data.crops import SlabDataset
 from .figures import class_histogram_figure, confusion_figure, overlay_figure
 from .flags import as_flag
-from .io import RawInfo, atomic_path, format_sidecar, sidecar_path, volume_stem
+from .io import RawInfo, atomic_path, ensure_writable_dir, format_sidecar, sidecar_path, volume_stem
 from .metrics import IGNORE_LABEL, confusion_matrix, metrics_summary
 
 __all__ = ["EvaluationReport", "baseline_confusions"]
@@ -82,19 +82,14 @@ class EvaluationReport:
         engine.add_event_handler(Events.COMPLETED, self.completed)
 
     def started(self, engine: Engine) -> None:
-        try:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            (self.output_dir / ".write_probe").write_bytes(b"")
-            (self.output_dir / ".write_probe").unlink()
-        except OSError as err:
-            raise PermissionError(f"{self.output_dir}: output folder is not writable ({err}); choose another --output_dir.") from err
+        ensure_writable_dir(self.output_dir)
         n = len(self.class_names)
         self.confusion = np.zeros((n, n), np.int64)
         self.test_histogram = GreyClassHistogram(n)
         self.files: dict[tuple[int, str], object] = {}
         self.depths: dict[int, int] = {}
-        first = self.dataset.entries[0].ranges("test")[0] if self.dataset.entries[0].ranges("test") else self.dataset.items[0][1:]
-        self.figure_slice = (0, (first[0] + first[1]) // 2)
+        first_volume = [(z0, z1) for volume, z0, z1 in self.dataset.items if volume == 0]
+        self.figure_slice = (0, (first_volume[0][0] + first_volume[-1][1]) // 2)
         self.figure_data = None
 
     def _file(self, volume: int, kind: str):

@@ -32,7 +32,17 @@ from ignite.engine import Engine, Events
 
 from ..data.crops import read_with_halo
 from ..flags import as_flag
-from ..io import RawInfo, VolumeError, atomic_path, format_sidecar, open_volume, sidecar_path, volume_stem, write_volume
+from ..io import (
+    RawInfo,
+    VolumeError,
+    atomic_path,
+    ensure_writable_dir,
+    format_sidecar,
+    open_volume,
+    sidecar_path,
+    volume_stem,
+    write_volume,
+)
 
 __all__ = ["StreamedSegmentation", "StreamedSlabDataset", "StreamedWriter", "normalise_grey"]
 
@@ -152,23 +162,17 @@ class StreamedSegmentation:
         """Create (or pick up) the partial outputs and read which slabs are done."""
         rank, world = _dist()
         if rank == 0:
-            try:
-                self.output_dir.mkdir(parents=True, exist_ok=True)
-                probe = self.output_dir / ".write_probe"
-                probe.write_bytes(b"")
-                probe.unlink()
-            except OSError as err:
-                raise PermissionError(f"{self.output_dir}: output folder is not writable ({err}); choose another --output_dir.") from err
+            ensure_writable_dir(self.output_dir)
             self.progress_dir.mkdir(exist_ok=True)
             stamp = self.progress_dir / "fingerprint"
-            fresh = not stamp.is_file() or stamp.read_text() != self.fingerprint
-            fresh = fresh or any(not atomic_path(p).is_file() or atomic_path(p).stat().st_size != n for (_, p), n in zip(self.outputs.items(), self._sizes().values()))
-            if fresh:
+            sizes = self._sizes()
+            partials_intact = all(atomic_path(p).is_file() and atomic_path(p).stat().st_size == sizes[name] for name, p in self.outputs.items())
+            if not (stamp.is_file() and stamp.read_text() == self.fingerprint and partials_intact):
                 for marker in self.progress_dir.glob("slab_*"):
                     marker.unlink()
                 for name, path in self.outputs.items():
                     with open(atomic_path(path), "wb") as f:
-                        f.truncate(self._sizes()[name])
+                        f.truncate(sizes[name])
                 stamp.write_text(self.fingerprint)
         _barrier()
         self.done = {int(p.name.split("_")[1]) for p in self.progress_dir.glob("slab_*")}

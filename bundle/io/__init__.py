@@ -2,7 +2,7 @@
 
 from .monai_reader import XCTVolumeReader
 from .sidecar import RawInfo, SidecarError, format_sidecar, parse_sidecar, sidecar_path
-from .volumes import Volume, VolumeError, atomic_path, open_volume, volume_stem, write_volume
+from .volumes import Volume, VolumeError, atomic_path, ensure_writable_dir, open_volume, volume_stem, write_volume
 
 __all__ = [
     "RawInfo",
@@ -11,6 +11,7 @@ __all__ = [
     "VolumeError",
     "XCTVolumeReader",
     "atomic_path",
+    "ensure_writable_dir",
     "format_sidecar",
     "open_volume",
     "parse_sidecar",

@@ -178,6 +178,19 @@ class NiftiVolume(Volume):
         return np.asarray(proxy[index]).transpose(2, 1, 0)
 
 
+def ensure_writable_dir(path: str | os.PathLike) -> Path:
+    """Create `path` if needed and prove it writable, or raise a PermissionError naming it."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write_probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise PermissionError(f"{path}: output folder is not writable ({err}); choose another --output_dir.") from err
+    return path
+
+
 def open_volume(path: str | os.PathLike) -> Volume:
     """Open a volume by its file name: `.raw` (+ `.raw.info`), `.tif`/`.tiff` or a TIFF folder, `.nii(.gz)`."""
     path = Path(path)
