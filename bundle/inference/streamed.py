@@ -205,20 +205,15 @@ class StreamedSegmentation:
         plane_size = self.shape[1] * self.shape[2]
         offset = (z0 - self.box[0].start) * plane_size
         total = self.shape[0] * plane_size
-        item = {name: (self.prob_dtype.itemsize if name == "prob" else 1) for name in planes}
-        with_fds = []
-        try:
-            for name, data in planes.items():
-                fd = os.open(atomic_path(self.outputs[name]), os.O_WRONLY)
-                with_fds.append(fd)
-                if name == "prob":
-                    for c in range(self.num_classes):
-                        os.pwrite(fd, np.ascontiguousarray(data[c]).tobytes(), (c * total + offset) * item[name])
-                else:
-                    os.pwrite(fd, np.ascontiguousarray(data).tobytes(), offset)
+        for name, data in planes.items():
+            blocks = data if name == "prob" else data[None]
+            size = blocks.dtype.itemsize
+            fd = os.open(atomic_path(self.outputs[name]), os.O_WRONLY)
+            try:
+                for c, block in enumerate(blocks):
+                    os.pwrite(fd, np.ascontiguousarray(block).tobytes(), (c * total + offset) * size)
                 os.fsync(fd)
-        finally:
-            for fd in with_fds:
+            finally:
                 os.close(fd)
         (self.progress_dir / f"slab_{index}").write_bytes(b"")
         self.done.add(index)
