@@ -116,3 +116,18 @@ def test_failed_write_leaves_nothing_under_the_final_name(tmp_path):
     with pytest.raises(VolumeError, match="unknown output format"):
         write_volume(tmp_path / "v.png", np.zeros((2, 2, 2), np.uint8))
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("suffix", [".raw", ".tif", ".nii.gz"])
+def test_monai_save_image_with_the_bundle_writer_round_trips(tmp_path, suffix):
+    from monai.transforms import SaveImage
+
+    from bundle.io import XCTVolumeWriter
+
+    data = ramp((5, 6, 7), np.uint8)
+    loaded = LoadImage(reader=XCTVolumeReader(), image_only=True)(str(write_volume(tmp_path / f"in{suffix}", data)))
+    SaveImage(output_dir=str(tmp_path / "out"), output_ext=suffix, output_postfix="copy", writer=XCTVolumeWriter, output_dtype=np.uint8,
+              separate_folder=False, channel_dim=None)(loaded)
+    written = list((tmp_path / "out").glob(f"*copy{suffix}"))
+    assert len(written) == 1
+    np.testing.assert_array_equal(open_volume(written[0]).read(), data)

@@ -1,6 +1,7 @@
 """Reading and writing XCT volumes: raw + sidecar, TIFF stacks, NIfTI."""
 
 from .monai_reader import XCTVolumeReader
+from .monai_writer import XCTVolumeWriter
 from .sidecar import RawInfo, SidecarError, format_sidecar, parse_sidecar, sidecar_path
 from .volumes import Volume, VolumeError, atomic_path, ensure_writable_dir, open_volume, volume_stem, write_volume
 
@@ -10,6 +11,7 @@ __all__ = [
     "Volume",
     "VolumeError",
     "XCTVolumeReader",
+    "XCTVolumeWriter",
     "atomic_path",
     "ensure_writable_dir",
     "format_sidecar",
