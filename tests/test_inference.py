@@ -63,7 +63,7 @@ def test_inference_run_writes_every_output(tiny_dataset, models, tmp_path, varia
 
 
 def test_streamed_output_equals_monai_slice_inferer_in_memory(tiny_dataset, models, tmp_path):
-    infer(tiny_dataset / "phantom.raw", tmp_path, models["2d"], "2d", "--slab", "5", "--prob_dtype", "float32", "--save_uncertainty", "false")
+    infer(tiny_dataset / "phantom.raw", tmp_path, models["2d"], "2d", "--slab", "5", "--prob_dtype", "float32", "--save_uncertainty", "false", "--bf16", "False")
     net = ModularUNet(f0=4)
     net.load_state_dict(torch.load(models["2d"], weights_only=True))
     net.eval()
