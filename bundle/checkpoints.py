@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from ignite.engine import Engine, Events
 
+from .distributed import rank_and_world
 from .flags import as_flag
 
 __all__ = [
@@ -101,15 +102,11 @@ class ModelSidecarWriter:
         engine.add_event_handler(Events.STARTED, self)
 
     def __call__(self, engine: Engine) -> None:
-        if _is_rank0():
+        if rank_and_world()[0] == 0:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_name(".model.json.partial")
             tmp.write_text(json.dumps(self.content, indent=2) + "\n")
             os.replace(tmp, self.path)
-
-
-def _is_rank0() -> bool:
-    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or torch.distributed.get_rank() == 0
 
 
 def _atomic_save(obj, path: Path) -> None:
@@ -144,7 +141,7 @@ class BestModelSaver:
         value = float(engine.state.metrics[self.metric_name])
         if value > self.best:
             self.best = value
-            if _is_rank0():
+            if rank_and_world()[0] == 0:
                 target = self.network.module if hasattr(self.network, "module") else self.network
                 _atomic_save(target.state_dict(), self.path)
                 logger.info("new best %s %.4f: saved %s", self.metric_name, value, self.path)
@@ -175,7 +172,7 @@ class ResumableCheckpointSaver:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
-        if _is_rank0():
+        if rank_and_world()[0] == 0:
             state = {}
             for name, obj in self.save_dict.items():
                 obj = obj.module if hasattr(obj, "module") else obj

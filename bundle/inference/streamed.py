@@ -26,11 +26,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import monai
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
 from ..data.crops import read_with_halo
+from ..distributed import barrier, rank_and_world
 from ..flags import as_flag
 from ..io import (
     RawInfo,
@@ -54,17 +56,6 @@ def normalise_grey(data: np.ndarray, window: Sequence[float]) -> np.ndarray:
     low, high = float(window[0]), float(window[1])
     out = (data.astype(np.float32) - np.float32(low)) / np.float32(high - low)
     return np.clip(out, 0.0, 1.0, out=out)
-
-
-def _dist() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def _barrier() -> None:
-    if _dist()[1] > 1:
-        torch.distributed.barrier()
 
 
 class StreamedSegmentation:
@@ -160,7 +151,7 @@ class StreamedSegmentation:
 
     def prepare(self) -> None:
         """Create (or pick up) the partial outputs and read which slabs are done."""
-        rank, world = _dist()
+        rank, world = rank_and_world()
         if rank == 0:
             ensure_writable_dir(self.output_dir)
             self.progress_dir.mkdir(exist_ok=True)
@@ -174,14 +165,14 @@ class StreamedSegmentation:
                     with open(atomic_path(path), "wb") as f:
                         f.truncate(sizes[name])
                 stamp.write_text(self.fingerprint)
-        _barrier()
+        barrier()
         self.done = {int(p.name.split("_")[1]) for p in self.progress_dir.glob("slab_*")}
         if self.done:
             logger.info("resuming %s: %d of %d slabs already done", self.input_path.name, len(self.done), len(self.slabs))
 
     def pending(self) -> list[int]:
         """Indices of the slabs this rank still has to segment."""
-        rank, world = _dist()
+        rank, world = rank_and_world()
         return [i for i in range(len(self.slabs)) if i % world == rank and i not in self.done]
 
     def read(self, index: int, grey_window: Sequence[float]) -> np.ndarray:
@@ -220,8 +211,8 @@ class StreamedSegmentation:
 
     def finalize(self) -> dict[str, Path]:
         """Sidecars, provenance, rename to the final names (rank 0), and optional format conversion."""
-        _barrier()
-        rank, _ = _dist()
+        barrier()
+        rank, _ = rank_and_world()
         if rank != 0:
             return dict(self.outputs)
         missing = [i for i in range(len(self.slabs)) if not (self.progress_dir / f"slab_{i}").exists()]
@@ -245,7 +236,7 @@ class StreamedSegmentation:
             "voxels": int(np.prod(self.shape)),
             "seconds_last_session": round(elapsed, 3),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__, **_versions()},
+            "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__, "monai": monai.__version__},
         }
         if self.output_ext != ".raw":
             final = {name: self._convert(name, path) for name, path in final.items()}
@@ -265,12 +256,6 @@ class StreamedSegmentation:
         raw_path.unlink()
         sidecar_path(raw_path).unlink()
         return target
-
-
-def _versions() -> dict:
-    import monai
-
-    return {"monai": monai.__version__}
 
 
 class StreamedSlabDataset(torch.utils.data.Dataset):
@@ -324,7 +309,7 @@ class StreamedWriter:
         self.stream.prepare()
         self.dataset.indices = None
         pending = self.dataset._plan()
-        if self.progress and _dist()[0] == 0:
+        if self.progress and rank_and_world()[0] == 0:
             from tqdm import tqdm
 
             plane = self.stream.shape[1] * self.stream.shape[2]
@@ -345,5 +330,5 @@ class StreamedWriter:
         if self._bar is not None:
             self._bar.close()
         self.outputs = self.stream.finalize()
-        if _dist()[0] == 0:
+        if rank_and_world()[0] == 0:
             logger.info("wrote %s", ", ".join(str(p) for p in self.outputs.values()))
