@@ -13,6 +13,7 @@ import csv
 import json
 import logging
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +92,7 @@ class EvaluationReport:
         first_volume = [(z0, z1) for volume, z0, z1 in self.dataset.items if volume == 0]
         self.figure_slice = (0, (first_volume[0][0] + first_volume[-1][1]) // 2)
         self.figure_data = None
+        self.start_time = time.perf_counter()
 
     def _file(self, volume: int, kind: str):
         key = (volume, kind)
@@ -144,6 +146,7 @@ class EvaluationReport:
         summary["baselines"] = {name: metrics_summary(c, self.class_names) for name, c in baseline_confusions(train_histogram, self.test_histogram).items()}
         summary["source"] = self.source
         summary["test_voxels"] = int(self.confusion.sum())
+        summary["seconds"] = round(time.perf_counter() - self.start_time, 2)
         self.summary = summary
         self._write_json(summary)
         self._write_tables(summary)

@@ -7,13 +7,20 @@
     python scripts/benchmark.py train-steps --variant 2d --bf16 True
     python scripts/benchmark.py inference --shape '[256,512,512]'
     python scripts/benchmark.py compare --shape '[16,512,512]' --ckpt_path models/model.pt
+    python scripts/benchmark.py big-volume --source data/bench512/phantom.raw --output data/big/volume.raw --repeats 8
+    python scripts/benchmark.py inference --input_path data/big/volume.raw --ckpt_path M --network_def#f0 8
+    python scripts/benchmark.py suite --output docs/benchmark.json --models '{"2.5d": "...", "3d": "..."}'
+
+`suite` runs the measurements of docs/performance.md in one go and writes them as one JSON file.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
-import resource
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -33,6 +40,13 @@ VARIANTS = VARIANT_NETWORK
 ABLATIONS = {name: network_kwargs("2d", overlay) for name, overlay in ablation_overlays().items()}
 
 
+def _scratch(prefix: str) -> Path:
+    """A temporary folder for phantoms and outputs, removed when the process exits."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, path, True)
+    return Path(path)
+
+
 def _count(**kwargs) -> int:
     return sum(p.numel() for p in ModularUNet(**kwargs).parameters() if p.requires_grad)
 
@@ -44,7 +58,9 @@ def params() -> None:
     print(json.dumps(table, indent=2))
 
 
-def forward(variant: str = "2d", f0: int = 16, size: int = 160, batch: int = 1, repeats: int = 20, threads: int | None = None) -> None:
+def forward(
+    variant: str = "2d", f0: int = 16, size: int = 160, batch: int = 1, repeats: int = 20, threads: int | None = None
+) -> None:
     """Median seconds of an eval-mode forward pass of a [batch, C, size, size(, size)] input, under inference_mode."""
     if threads:
         torch.set_num_threads(threads)
@@ -59,33 +75,118 @@ def forward(variant: str = "2d", f0: int = 16, size: int = 160, batch: int = 1, 
             start = time.perf_counter()
             net(x)
             times.append(time.perf_counter() - start)
-    print(json.dumps({"variant": variant, "f0": f0, "input": list(x.shape), "threads": torch.get_num_threads(),
-                      "median_s": round(statistics.median(times), 4), "min_s": round(min(times), 4), "repeats": repeats}))
+    print(
+        json.dumps(
+            {
+                "variant": variant,
+                "f0": f0,
+                "input": list(x.shape),
+                "threads": torch.get_num_threads(),
+                "median_s": round(statistics.median(times), 4),
+                "min_s": round(min(times), 4),
+                "repeats": repeats,
+            }
+        )
+    )
 
 
-def inference(shape: tuple = (256, 512, 512), ckpt_path: str | None = None, slab: int = 16, roi_size: tuple = (256, 256), work_dir: str | None = None, **overrides) -> None:
-    """Streamed 2D inference on a phantom of `shape`: wall time, voxels/s and the child's peak RSS (ru_maxrss)."""
+def _run_child(command: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of one child process, from its own rusage (what /usr/bin/time -v reports)."""
+    with tempfile.TemporaryFile() as stderr:
+        start = time.perf_counter()
+        child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+        _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - start
+        stderr.seek(0)
+        log = stderr.read().decode(errors="replace")
+    if os.waitstatus_to_exitcode(status):
+        causes = [line for line in log.splitlines() if re.match(r"^[\w.]+(Error|Exception): ", line)]
+        raise RuntimeError(f"{' '.join(command[:6])} ... failed:\n" + ("\n".join(causes) or log[-3000:]))
+    return seconds, usage.ru_maxrss / 1024
+
+
+def _inference(input_path: str, ckpt_path: str | None, variant: str, output_dir: Path, **overrides) -> dict:
+    configs = [ROOT / "configs" / "inference.json"] + (
+        [ROOT / "configs" / "variants" / f"{variant}.json"] if variant != "2d" else []
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "inference",
+        "--config_file",
+        "[" + ",".join(f"'{c}'" for c in configs) + "]",
+        "--input_path",
+        str(input_path),
+        "--output_dir",
+        str(output_dir),
+        "--progress",
+        "False",
+    ]
+    if ckpt_path:
+        command += ["--ckpt_path", str(ckpt_path)]
+    for key, value in overrides.items():
+        command += [f"--{key}", value if isinstance(value, str) else repr(value)]
+    seconds, peak_mib = _run_child(command)
+    from bundle.io import open_volume
+
+    volume = open_volume(input_path)
+    voxels = int(np.prod(volume.shape))
+    return {
+        "variant": variant,
+        "input": str(input_path),
+        "shape_zyx": list(volume.shape),
+        "dtype": str(volume.dtype),
+        "gib_on_disk": round(Path(input_path).stat().st_size / 2**30, 3),
+        "voxels": voxels,
+        "seconds_incl_startup": round(seconds, 1),
+        "voxels_per_s": round(voxels / seconds),
+        "peak_rss_mib": round(peak_mib, 1),
+        "threads": torch.get_num_threads(),
+        **overrides,
+    }
+
+
+def inference(
+    shape: tuple = (256, 512, 512),
+    input_path: str | None = None,
+    ckpt_path: str | None = None,
+    variant: str = "2d",
+    work_dir: str | None = None,
+    **overrides,
+) -> None:
+    """Streamed inference file to file (a phantom of `shape`, or `input_path`): wall time, voxels/s, the child's peak RSS.
+
+    Config overrides pass through, e.g. `--network_def#f0 8 --slab 32`.
+    """
     from bundle.phantom import make_phantom
 
-    work = Path(work_dir or tempfile.mkdtemp(prefix="xct_bench_"))
-    data = work / "data"
-    if not (data / "phantom.raw").exists():
-        make_phantom(data, tuple(shape), seed=11)
-    command = [sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file", str(ROOT / "configs" / "inference.json"),
-               "--input_path", str(data / "phantom.raw"), "--output_dir", str(work / "out"), "--slab", str(slab),
-               "--roi_size", json.dumps(list(roi_size)), "--progress", "False"]
-    if ckpt_path:
-        command += ["--ckpt_path", ckpt_path]
-    for key, value in overrides.items():
-        command += [f"--{key}", json.dumps(value) if not isinstance(value, str) else value]
-    start = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    seconds = time.perf_counter() - start
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    voxels = int(shape[0]) * int(shape[1]) * int(shape[2])
-    print(json.dumps({"shape_zyx": list(shape), "voxels": voxels, "seconds_incl_startup": round(seconds, 1),
-                      "voxels_per_s": round(voxels / seconds), "peak_rss_mib": round(peak_kib / 1024, 1),
-                      "slab": slab, "roi_size": list(roi_size), "threads": os.cpu_count(), **overrides}))
+    work = Path(work_dir) if work_dir else _scratch("xct_bench_")
+    if input_path is None:
+        input_path = work / "data" / "phantom.raw"
+        if not input_path.exists():
+            make_phantom(input_path.parent, tuple(shape), seed=11)
+    print(json.dumps(_inference(str(input_path), ckpt_path, variant, work / "out", **overrides)))
+
+
+def big_volume(source: str, output: str, repeats: int = 8, dtype: str = "float32") -> None:
+    """A large test volume: `source` repeated `repeats` times along z as `dtype`, written slab by slab (atomically)."""
+    from bundle.io import RawInfo, atomic_path, format_sidecar, open_volume, sidecar_path
+
+    volume = open_volume(source)
+    out = Path(output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(atomic_path(out), "wb") as f:
+        for _ in range(int(repeats)):
+            for z in range(0, volume.shape[0], 32):
+                f.write(volume.read(z, min(z + 32, volume.shape[0])).astype(dtype).tobytes())
+    shape = (volume.shape[0] * int(repeats),) + tuple(volume.shape[1:])
+    sidecar_path(out).write_text(
+        format_sidecar(RawInfo(shape, np.dtype(dtype), "<", {"SOURCE": f"{source} repeated {repeats} times along z"}))
+    )
+    os.replace(atomic_path(out), out)
+    print(json.dumps({"output": str(out), "shape_zyx": list(shape), "gib": round(out.stat().st_size / 2**30, 3)}))
 
 
 def _flops_per_voxel(net: torch.nn.Module, x: torch.Tensor) -> float:
@@ -100,7 +201,16 @@ def flops(variant: str = "2d", f0: int = 16, size: int = 160) -> None:
     """Counted forward FLOPs per output voxel (torch's FlopCounterMode: 2 per multiply-add)."""
     kwargs = VARIANTS[variant]
     x = torch.rand(1, kwargs["in_channels"], *(size,) * kwargs["spatial_dims"])
-    print(json.dumps({"variant": variant, "f0": f0, "input": list(x.shape), "flops_per_voxel": round(_flops_per_voxel(ModularUNet(f0=f0, **kwargs).eval(), x))}))
+    print(
+        json.dumps(
+            {
+                "variant": variant,
+                "f0": f0,
+                "input": list(x.shape),
+                "flops_per_voxel": round(_flops_per_voxel(ModularUNet(f0=f0, **kwargs).eval(), x)),
+            }
+        )
+    )
 
 
 def _matmul_flops(size: int, dtype: torch.dtype, repeats: int) -> float:
@@ -116,11 +226,23 @@ def _matmul_flops(size: int, dtype: torch.dtype, repeats: int) -> float:
 
 def matmul(size: int = 2048, dtype: str = "bfloat16", repeats: int = 10) -> None:
     """Median FLOP/s of a square matmul: this machine's dense-compute ceiling."""
-    print(json.dumps({"size": size, "dtype": dtype, "gflops": round(_matmul_flops(size, getattr(torch, dtype), repeats) / 1e9, 1)}))
+    print(
+        json.dumps(
+            {
+                "size": size,
+                "dtype": dtype,
+                "gflops": round(_matmul_flops(size, getattr(torch, dtype), repeats) / 1e9, 1),
+            }
+        )
+    )
 
 
 def train_steps(variant: str = "2d", f0: int = 16, bf16: bool = True, batch: int = 10, steps: int = 5) -> None:
     """Training steps/s at the paper's batch and crop sizes (160^2, 160^2 x 5, 32^3), AdaBelief + Jaccard2."""
+    print(json.dumps(_train_steps(variant, f0, bf16, batch, steps)))
+
+
+def _train_steps(variant: str, f0: int, bf16: bool, batch: int, steps: int) -> dict:
     from adabelief_pytorch import AdaBelief
 
     from bundle.losses import Jaccard2Loss
@@ -144,11 +266,26 @@ def train_steps(variant: str = "2d", f0: int = 16, bf16: bool = True, batch: int
         if i:
             times.append(time.perf_counter() - start)
     median = statistics.median(times)
-    print(json.dumps({"variant": variant, "f0": f0, "bf16": bool(bf16), "batch": batch, "crop": list(crop), "seconds_per_step": round(median, 3),
-                      "steps_per_s": round(1 / median, 3), "seconds_per_epoch_of_10_steps": round(10 * median, 1)}))
+    return {
+        "variant": variant,
+        "f0": f0,
+        "bf16": bool(bf16),
+        "batch": batch,
+        "crop": list(crop),
+        "seconds_per_step": round(median, 3),
+        "steps_per_s": round(1 / median, 3),
+        "seconds_per_epoch_of_10_steps": round(10 * median, 1),
+    }
 
 
-def compare(shape: tuple = (16, 512, 512), ckpt_path: str = str(ROOT / "models" / "model.pt"), repeats: int = 3, **overrides) -> None:
+def compare(
+    shape: tuple = (16, 512, 512), ckpt_path: str = str(ROOT / "models" / "model.pt"), repeats: int = 3, **overrides
+) -> None:
+    """Our streamed 2D inference against the plain MONAI path on the same volume (see `_compare`)."""
+    print(json.dumps(_compare(shape, ckpt_path, repeats, **overrides), indent=2))
+
+
+def _compare(shape: tuple, ckpt_path: str, repeats: int, **overrides) -> dict:
     """Our streamed 2D inference against the plain MONAI path on the same volume, in one run.
 
     Plain path: the whole volume in RAM, MONAI `SliceInferer(roi 160x160, overlap 0.25, gaussian)`, fp32,
@@ -165,7 +302,7 @@ def compare(shape: tuple = (16, 512, 512), ckpt_path: str = str(ROOT / "models" 
     from bundle.io import open_volume
     from bundle.phantom import make_phantom
 
-    work = Path(tempfile.mkdtemp(prefix="xct_compare_"))
+    work = _scratch("xct_compare_")
     make_phantom(work / "data", tuple(shape), seed=12)
     voxels = int(np.prod(shape))
     volume = torch.from_numpy(normalise_grey(open_volume(work / "data" / "phantom.raw").read(), [0, 255]))[None, None]
@@ -183,14 +320,8 @@ def compare(shape: tuple = (16, 512, 512), ckpt_path: str = str(ROOT / "models" 
 
     plain_model = plain_seconds(model)
     plain_basic = plain_seconds(BasicUNet(spatial_dims=2, in_channels=1, out_channels=3).eval())
-    ours = []
-    for i in range(repeats):
-        command = [sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file", str(ROOT / "configs" / "inference.json"),
-                   "--input_path", str(work / "data" / "phantom.raw"), "--output_dir", str(work / f"out{i}"), "--ckpt_path", ckpt_path,
-                   "--progress", "False", *[a for k, v in overrides.items() for a in (f"--{k}", json.dumps(v) if not isinstance(v, str) else v)]]
-        start = time.perf_counter()
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        ours.append(time.perf_counter() - start)
+    phantom = str(work / "data" / "phantom.raw")
+    ours = [_inference(phantom, ckpt_path, "2d", work / f"out{i}", **overrides)["seconds_incl_startup"] for i in range(repeats)]
     ours_s = statistics.median(ours)
     reference = open_volume(work / "out0" / "phantom.seg.raw").read()
     with torch.no_grad():
@@ -198,19 +329,106 @@ def compare(shape: tuple = (16, 512, 512), ckpt_path: str = str(ROOT / "models" 
     flops_voxel = _flops_per_voxel(model, torch.rand(1, 1, 160, 160))
     bf16_flops = _matmul_flops(2048, torch.bfloat16, 10)
     fp32_flops = _matmul_flops(2048, torch.float32, 10)
-    print(json.dumps({
-        "shape_zyx": list(shape), "voxels": voxels, "threads": torch.get_num_threads(), "overrides": overrides,
-        "ours_s_file_to_file_incl_startup": round(ours_s, 2), "ours_voxels_per_s": round(voxels / ours_s),
-        "monai_slice_inferer_s": round(plain_model, 2), "monai_voxels_per_s": round(voxels / plain_model),
+    return {
+        "shape_zyx": list(shape),
+        "voxels": voxels,
+        "threads": torch.get_num_threads(),
+        "overrides": overrides,
+        "ours_s_file_to_file_incl_startup": round(ours_s, 2),
+        "ours_voxels_per_s": round(voxels / ours_s),
+        "monai_slice_inferer_s": round(plain_model, 2),
+        "monai_voxels_per_s": round(voxels / plain_model),
         "speedup_vs_monai": round(plain_model / ours_s, 2),
         "basic_unet_slice_inferer_s": round(plain_basic, 2),
         "labels_equal_to_monai_path": float((reference == plain_labels).mean()),
-        "flops_per_voxel": round(flops_voxel), "matmul_bf16_gflops": round(bf16_flops / 1e9, 1), "matmul_fp32_gflops": round(fp32_flops / 1e9, 1),
+        "flops_per_voxel": round(flops_voxel),
+        "matmul_bf16_gflops": round(bf16_flops / 1e9, 1),
+        "matmul_fp32_gflops": round(fp32_flops / 1e9, 1),
         "fraction_of_bf16_limit": round(flops_voxel * voxels / ours_s / bf16_flops, 3),
         "fraction_of_fp32_limit": round(flops_voxel * voxels / ours_s / fp32_flops, 3),
-    }, indent=2))
+    }
+
+
+def suite(
+    output: str = str(ROOT / "docs" / "benchmark.json"),
+    compare_shape: tuple = (16, 512, 512),
+    inference_shape: tuple = (64, 512, 512),
+    models: dict | None = None,
+    big_volume_path: str | None = None,
+    big_ckpt_path: str | None = None,
+    big_f0: int = 8,
+    repeats: int = 3,
+    steps: int = 5,
+    train_batch: int = 10,
+) -> None:
+    """Every measurement of docs/performance.md in one run, written to `output` (JSON, atomically).
+
+    `models` maps variants to checkpoints (the 2D default is models/model.pt); `big_volume_path` with a small
+    `big_f0` checkpoint measures peak RSS on a volume of several GiB.
+    """
+    from bundle.phantom import make_phantom
+
+    checkpoints = {"2d": str(ROOT / "models" / "model.pt"), **(models or {})}
+    work = _scratch("xct_suite_")
+    make_phantom(work / "data", tuple(inference_shape), seed=11)
+    bf16_flops = _matmul_flops(2048, torch.bfloat16, 10)
+    result = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "cpu_bf16": torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported(),
+        },
+        "matmul_gflops": {
+            "bfloat16": round(bf16_flops / 1e9, 1),
+            "float32": round(_matmul_flops(2048, torch.float32, 10) / 1e9, 1),
+        },
+        "flops_per_voxel": {},
+        "inference": [],
+        "train_steps": [],
+    }
+    for variant, kwargs in VARIANTS.items():
+        x = torch.rand(
+            1, kwargs["in_channels"], *(160 if kwargs["spatial_dims"] == 2 else 32,) * kwargs["spatial_dims"]
+        )
+        result["flops_per_voxel"][variant] = round(_flops_per_voxel(ModularUNet(**kwargs).eval(), x))
+    result["compare_2d"] = _compare(compare_shape, checkpoints["2d"], repeats)
+    for variant, ckpt in checkpoints.items():
+        runs = [
+            _inference(str(work / "data" / "phantom.raw"), ckpt, variant, work / f"out_{variant}_{i}")
+            for i in range(repeats)
+        ]
+        median = sorted(runs, key=lambda r: r["seconds_incl_startup"])[len(runs) // 2]
+        median["input"] = f"phantom seed 11, {list(inference_shape)}"
+        median["fraction_of_bf16_limit"] = round(
+            result["flops_per_voxel"][variant] * median["voxels_per_s"] / bf16_flops, 3
+        )
+        result["inference"].append(median)
+    for variant in VARIANTS:
+        for bf16 in (False, True):
+            result["train_steps"].append(_train_steps(variant, 16, bf16, train_batch, steps))
+    if big_volume_path:
+        result["big_volume"] = _inference(
+            big_volume_path, big_ckpt_path, "2d", work / "out_big", **{"network_def#f0": int(big_f0)}
+        )
+    out = Path(output)
+    tmp = out.with_name(f".{out.name}.partial")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp, out)
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
-    fire.Fire({"params": params, "flops": flops, "matmul": matmul, "forward": forward, "train-steps": train_steps,
-               "inference": inference, "compare": compare})
+    fire.Fire(
+        {
+            "params": params,
+            "flops": flops,
+            "matmul": matmul,
+            "forward": forward,
+            "train-steps": train_steps,
+            "inference": inference,
+            "compare": compare,
+            "big-volume": big_volume,
+            "suite": suite,
+        }
+    )

@@ -38,6 +38,16 @@ def bundle_run(*args: str, cwd: Path | None = None, timeout: int = 600, env: dic
     return result
 
 
+def run_script(script: str, *args: str, timeout: int = 900) -> str:
+    """`python scripts/SCRIPT ARGS` in a subprocess; its stdout, or a test failure with its output."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / script), *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+    if result.returncode != 0:
+        pytest.fail(f"{script} {' '.join(args)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
+    return result.stdout
+
+
 def config_list(*names: str) -> str:
     """A MONAI list of config files, e.g. config_list('train.json', 'variants/3d.json')."""
     return "[" + ",".join(f"'{CONFIGS / n}'" for n in names) + "]"

@@ -1,0 +1,85 @@
+import json
+
+import numpy as np
+import torch
+from conftest import run_script
+
+from bundle.io import open_volume
+from bundle.networks import ModularUNet
+
+
+def benchmark(*args):
+    stdout = run_script("benchmark.py", *args, timeout=600)
+    lines = stdout.strip().splitlines()
+    start = max(i for i, line in enumerate(lines) if line.startswith("{"))
+    return json.loads("\n".join(lines[start:]))
+
+
+def test_big_volume_repeats_the_source_and_inference_reports_the_childs_own_peak_rss(tiny_dataset, tmp_path):
+    big = tmp_path / "big" / "volume.raw"
+    made = benchmark(
+        "big-volume", "--source", str(tiny_dataset / "phantom.raw"), "--output", str(big), "--repeats", "3"
+    )
+    assert made["shape_zyx"] == [144, 64, 64]
+    source, volume = open_volume(tiny_dataset / "phantom.raw").read(), open_volume(big)
+    assert volume.dtype == np.float32 and big.stat().st_size == 144 * 64 * 64 * 4
+    np.testing.assert_array_equal(volume.read(96, 144), source.astype(np.float32))
+    torch.manual_seed(0)
+    torch.save(ModularUNet(f0=4).state_dict(), tmp_path / "model.pt")
+    measured = benchmark(
+        "inference",
+        "--input_path",
+        str(big),
+        "--ckpt_path",
+        str(tmp_path / "model.pt"),
+        "--work_dir",
+        str(tmp_path / "work"),
+        "--network_def#f0",
+        "4",
+        "--roi_size",
+        "[32,32]",
+    )
+    assert measured["voxels"] == 144 * 64 * 64 and measured["dtype"] == "float32"
+    assert 100 < measured["peak_rss_mib"] < 4096
+    assert open_volume(tmp_path / "work" / "out" / "volume.seg.raw").shape == (144, 64, 64)
+
+
+def test_suite_writes_every_measurement_of_the_performance_page(tmp_path):
+    from bundle.variants import VARIANT_NETWORK
+
+    torch.manual_seed(0)
+    torch.save(ModularUNet(**VARIANT_NETWORK["2.5d"]).state_dict(), tmp_path / "model_25d.pt")
+    output = tmp_path / "benchmark.json"
+    benchmark(
+        "suite",
+        "--output",
+        str(output),
+        "--compare_shape",
+        "[16,64,64]",
+        "--inference_shape",
+        "[40,64,64]",
+        "--repeats",
+        "1",
+        "--steps",
+        "1",
+        "--train_batch",
+        "1",
+        "--models",
+        json.dumps({"2.5d": str(tmp_path / "model_25d.pt")}),
+    )
+    result = json.loads(output.read_text())
+    assert not list(tmp_path.glob(".*.partial"))
+    assert result["matmul_gflops"]["bfloat16"] > 0 and result["matmul_gflops"]["float32"] > 0
+    assert (
+        5e5 < result["flops_per_voxel"]["2d"] < 6e5
+        and result["flops_per_voxel"]["3d"] > result["flops_per_voxel"]["2d"]
+    )
+    assert [r["variant"] for r in result["inference"]] == ["2d", "2.5d"]
+    assert all(
+        r["voxels"] == 40 * 64 * 64 and r["peak_rss_mib"] > 100 and 0 < r["fraction_of_bf16_limit"]
+        for r in result["inference"]
+    )
+    assert result["compare_2d"]["voxels"] == 16 * 64 * 64 and result["compare_2d"]["speedup_vs_monai"] > 0
+    assert {(r["variant"], r["bf16"]) for r in result["train_steps"]} == {
+        (v, b) for v in VARIANT_NETWORK for b in (False, True)
+    }
