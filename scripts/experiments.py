@@ -7,7 +7,9 @@
     python scripts/experiments.py plot --results runs/experiments/results.csv
     python scripts/experiments.py table --results runs/experiments/results.csv
 
-Every finished run appends one row to the results CSV; a study started again skips the runs
+Every study command takes the options of `Study`: `--dataset_dir` (default demo), `--epochs`
+(20), `--crop_scale` (1.0), `--work_dir` (runs/experiments), `--results` (<work_dir>/results.csv)
+and `--overrides`. Every finished run appends one row to the results CSV; a study started again skips the runs
 already in it, so an interrupted study resumes, and a run whose configuration another study
 already trained reuses that result. `--crop_scale 0.5` trains every variant on its paper crop
 halved along each axis (a budget for CPUs); `--overrides '{"batch_size": 4}'` passes any
@@ -135,6 +137,10 @@ def _defaults(variant: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
+def _slices(train_slices: int | None) -> str | int:
+    return "all" if train_slices is None else train_slices
+
+
 def _crop_size(variant: str, scale: float, u_depth: int) -> list[int]:
     """The variant's training crop (the paper's sizes), each side scaled and kept a multiple of 2**u_depth."""
     crop = json.loads((CONFIGS / "train.json").read_text())["crop_size"]
@@ -151,12 +157,12 @@ class Study:
 
     def __init__(
         self,
-        dataset_dir: str,
-        epochs: int,
-        crop_scale: float,
-        work_dir: str,
-        results: str | None,
-        overrides: dict | None,
+        dataset_dir: str = "demo",
+        epochs: int = 20,
+        crop_scale: float = 1.0,
+        work_dir: str = "runs/experiments",
+        results: str | None = None,
+        overrides: dict | None = None,
     ):
         self.dataset_dir = dataset_dir
         self.epochs = int(epochs)
@@ -207,7 +213,7 @@ class Study:
             "variant": variant,
             "f0": network.get("network_def#f0", 16),
             "change": change,
-            "train_slices": train_slices if train_slices is not None else "all",
+            "train_slices": _slices(train_slices),
             "parameters": _parameters(variant, network),
             "epochs": self.epochs,
             "crop_size": "x".join(map(str, crop)),
@@ -248,7 +254,7 @@ class Study:
                 "study": study,
                 "run": name,
                 "change": change,
-                "train_slices": train_slices if train_slices is not None else "all",
+                "train_slices": _slices(train_slices),
             }
             _append(self.results, row)
             print(f"{name}: same configuration as {same[0]['run']}, its result reused")
@@ -303,34 +309,24 @@ class Study:
 
 
 def compare_variants(
-    dataset_dir: str = "demo",
-    epochs: int = 20,
     f0s: tuple = (8, 16, 32),
     variants: tuple = ("2d", "2.5d", "3d"),
-    crop_scale: float = 1.0,
-    work_dir: str = "runs/experiments",
-    results: str | None = None,
-    overrides: dict | None = None,
+    **options,
 ) -> None:
     """2D, 2.5D and 3D for each f0 (the paper's Fig. 5a)."""
-    study = Study(dataset_dir, epochs, crop_scale, work_dir, results, overrides)
+    study = Study(**options)
     for variant in variants:
         for f0 in f0s:
             study.run("variants", f"{variant} f0={f0}", variant, {"network_def#f0": int(f0)})
 
 
 def ablation(
-    dataset_dir: str = "demo",
-    epochs: int = 20,
     changes: tuple | None = None,
     f0: int = 16,
-    crop_scale: float = 1.0,
-    work_dir: str = "runs/experiments",
-    results: str | None = None,
-    overrides: dict | None = None,
+    **options,
 ) -> None:
     """The 2D model with one change at a time (the paper's Fig. 5b); `--changes` picks some of them."""
-    study = Study(dataset_dir, epochs, crop_scale, work_dir, results, overrides)
+    study = Study(**options)
     for change in changes or ABLATIONS:
         if change not in ABLATIONS:
             raise ValueError(f"unknown ablation {change!r}; choose from {list(ABLATIONS)}")
@@ -340,50 +336,41 @@ def ablation(
 
 
 def learning_curve(
-    dataset_dir: str = "demo",
-    epochs: int = 20,
     sizes: tuple | None = None,
     f0: int = 16,
-    crop_scale: float = 1.0,
-    work_dir: str = "runs/experiments",
-    results: str | None = None,
-    overrides: dict | None = None,
+    **options,
 ) -> None:
     """The 2D model trained on the first 1, 2, 4, ... train slices, taken sequentially along z (the paper's Fig. 6)."""
     from bundle.data import load_dataset_description
 
-    total = sum(z1 - z0 for e in load_dataset_description(dataset_dir) for z0, z1 in e.ranges("train"))
+    study = Study(**options)
+    total = sum(z1 - z0 for e in load_dataset_description(study.dataset_dir) for z0, z1 in e.ranges("train"))
     if sizes is None:
         sizes, n = [], 1
         while n < total:
             sizes.append(n)
             n *= 2
         sizes.append(total)
-    study = Study(dataset_dir, epochs, crop_scale, work_dir, results, overrides)
     for n in sizes:
         extra = {} if int(n) >= total else {"max_slices": int(n)}
         study.run("learning_curve", f"2d slices={n}", "2d", {"network_def#f0": int(f0)}, extra, train_slices=int(n))
 
 
 def levers(
-    dataset_dir: str = "demo",
-    epochs: int = 20,
     training: tuple = tuple(TRAINING_LEVERS),
     inference: tuple = tuple(INFERENCE_LEVERS),
     trained_inference: tuple = ("multi_axis",),
     models: dict | None = None,
     f0: int = 16,
-    crop_scale: float = 1.0,
-    work_dir: str = "runs/experiments",
-    results: str | None = None,
-    overrides: dict | None = None,
+    **options,
 ) -> None:
-    """Levers beyond the paper on the 2D model: training options (three-plane crops, the paper's uniform crop sampling
-    instead of the default pore over-sampling, the paper's plain Jaccard2 instead of the default class-weighted one), each trained at the study budget; then the
-    `inference` options (TTA, multi-axis fusion) scored on any `--models '{"name": "path/model.pt"}'` (e.g. the
-    shipped one), and the `trained_inference` ones on the study's z-only and three-plane models (does a model need
-    to have seen x-z / y-z planes to gain from multi-axis fusion?)."""
-    study = Study(dataset_dir, epochs, crop_scale, work_dir, results, overrides)
+    """Levers beyond the paper on the 2D model: training options (three-plane crops, the paper's uniform crop
+    sampling instead of the default pore over-sampling, the paper's plain Jaccard2 instead of the default
+    class-weighted one), each trained at the study budget; then the `inference` options (TTA, multi-axis fusion)
+    scored on any `--models '{"name": "path/model.pt"}'` (e.g. the shipped one), and the `trained_inference` ones
+    on the study's z-only and three-plane models (does a model need to have seen x-z / y-z planes to gain from
+    multi-axis fusion?)."""
+    study = Study(**options)
     network = {"network_def#f0": int(f0)}
     for name in training:
         if name not in TRAINING_LEVERS:
