@@ -65,7 +65,7 @@ INFERENCE_LEVERS = {
     "none": [],
     "tta": ["quality/tta.json"],
     "multi_axis": ["quality/multi_axis.json"],
-    "tta+multi_axis": ["quality.json"],
+    "tta+multi_axis": ["quality/multi_axis.json", "quality/tta.json"],
 }
 VARIANT_ORDER = ("2d", "2.5d", "3d")
 CONFIG_OF = {"training": "train.json", "evaluate": "evaluate.json"}
