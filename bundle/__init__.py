@@ -6,8 +6,9 @@
 
 from pathlib import Path
 
-from . import checkpoints, data, handlers, inference, io, losses, metrics, networks
+from . import checkpoints, data, errors, handlers, inference, io, losses, metrics, networks, runtime
 
 BUNDLE_ROOT = str(Path(__file__).resolve().parent.parent)
+errors.install_cause_hook()
 
-__all__ = ["BUNDLE_ROOT", "checkpoints", "data", "handlers", "inference", "io", "losses", "metrics", "networks"]
+__all__ = ["BUNDLE_ROOT", "checkpoints", "data", "errors", "handlers", "inference", "io", "losses", "metrics", "networks", "runtime"]

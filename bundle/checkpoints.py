@@ -7,6 +7,7 @@ training data and the network's hyperparameters, so inference normalises the sam
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -24,6 +25,7 @@ __all__ = [
     "ModelSidecarWriter",
     "ResumableCheckpointSaver",
     "ResumeFromCheckpoint",
+    "file_sha256",
     "load_weights",
     "read_model_sidecar",
     "sidecar_of",
@@ -67,6 +69,17 @@ def load_weights(network: torch.nn.Module, path: str | os.PathLike | None, hint:
     return network
 
 
+def file_sha256(path: str | os.PathLike, hint: str = "") -> str:
+    """The sha256 of a file's bytes: what identifies a model, whatever its path."""
+    if not Path(path).is_file():
+        raise CheckpointError(f"{path}: checkpoint not found. {hint}".strip())
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def sidecar_of(checkpoint: str | os.PathLike) -> Path:
     """`models/model.pt` -> `models/model.json`."""
     return Path(checkpoint).with_suffix(".json")
@@ -92,11 +105,14 @@ class ModelSidecarWriter:
         grey_window: [low, high] grey values mapped to [0, 1].
         network: hyperparameters of the network (the config's `network_def` without its target).
         variant: "2d", "2.5d" or "3d".
+        runtime: how training computed (`bundle.runtime.Runtime.as_dict()`): device, precision, CPU class.
     """
 
-    def __init__(self, ckpt_dir: str, grey_window: list[float], network: dict, variant: str) -> None:
+    def __init__(self, ckpt_dir: str, grey_window: list[float], network: dict, variant: str, runtime: dict | None = None) -> None:
         self.path = Path(ckpt_dir) / "model.json"
         self.content = {"grey_window": [float(v) for v in grey_window], "network": network, "variant": variant}
+        if runtime is not None:
+            self.content["training_runtime"] = runtime
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self)

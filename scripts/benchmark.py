@@ -4,7 +4,7 @@
     python scripts/benchmark.py flops
     python scripts/benchmark.py matmul --dtype bfloat16
     python scripts/benchmark.py forward --size 160 --repeats 20
-    python scripts/benchmark.py train-steps --variant 2d --bf16 True
+    python scripts/benchmark.py train-workflow --variant 2d --precision fp32
     python scripts/benchmark.py inference --shape '[256,512,512]'
     python scripts/benchmark.py compare --shape '[16,512,512]' --ckpt_path models/model.pt
     python scripts/benchmark.py big-volume --source data/bench512/phantom.raw --output data/big/volume.raw --repeats 8
@@ -19,6 +19,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import platform
 import re
 import shutil
 import statistics
@@ -90,19 +91,21 @@ def forward(
     )
 
 
-def _run_child(command: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of one child process, from its own rusage (what /usr/bin/time -v reports)."""
-    with tempfile.TemporaryFile() as stderr:
+def _run_child(command: list[str]) -> tuple[float, float, str]:
+    """Wall seconds, peak RSS (MiB) and stdout of one child process; RSS from its own rusage (what /usr/bin/time -v reports)."""
+    with tempfile.TemporaryFile() as stderr, tempfile.TemporaryFile() as stdout:
         start = time.perf_counter()
-        child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+        child = subprocess.Popen(command, stdout=stdout, stderr=stderr)
         _, status, usage = os.wait4(child.pid, 0)
         seconds = time.perf_counter() - start
         stderr.seek(0)
         log = stderr.read().decode(errors="replace")
+        stdout.seek(0)
+        printed = stdout.read().decode(errors="replace")
     if os.waitstatus_to_exitcode(status):
         causes = [line for line in log.splitlines() if re.match(r"^[\w.]+(Error|Exception): ", line)]
         raise RuntimeError(f"{' '.join(command[:6])} ... failed:\n" + ("\n".join(causes) or log[-3000:]))
-    return seconds, usage.ru_maxrss / 1024
+    return seconds, usage.ru_maxrss / 1024, printed
 
 
 def _inference(input_path: str, ckpt_path: str | None, variant: str, output_dir: Path, **overrides) -> dict:
@@ -128,11 +131,13 @@ def _inference(input_path: str, ckpt_path: str | None, variant: str, output_dir:
         command += ["--ckpt_path", str(ckpt_path)]
     for key, value in overrides.items():
         command += [f"--{key}", value if isinstance(value, str) else repr(value)]
-    seconds, peak_mib = _run_child(command)
-    from bundle.io import open_volume
+    seconds, peak_mib, _ = _run_child(command)
+    from bundle.io import open_volume, volume_stem
 
     volume = open_volume(input_path)
     voxels = int(np.prod(volume.shape))
+    record = json.loads((Path(output_dir) / f"{volume_stem(input_path)}.provenance.json").read_text())
+    segmenting = record["seconds_last_session"]
     return {
         "variant": variant,
         "input": str(input_path),
@@ -141,9 +146,13 @@ def _inference(input_path: str, ckpt_path: str | None, variant: str, output_dir:
         "gib_on_disk": round(Path(input_path).stat().st_size / 2**30, 3),
         "voxels": voxels,
         "seconds_incl_startup": round(seconds, 1),
-        "voxels_per_s": round(voxels / seconds),
+        "seconds_segmenting": round(segmenting, 2),
+        "voxels_per_s": round(voxels / segmenting),
+        "voxels_per_s_incl_startup": round(voxels / seconds),
         "peak_rss_mib": round(peak_mib, 1),
-        "threads": torch.get_num_threads(),
+        "precision": record["runtime"]["precision"],
+        "threads": record["runtime"]["threads"],
+        "num_workers": record["runtime"]["num_workers"],
         **overrides,
     }
 
@@ -237,44 +246,103 @@ def matmul(size: int = 2048, dtype: str = "bfloat16", repeats: int = 10) -> None
     )
 
 
-def train_steps(variant: str = "2d", f0: int = 16, bf16: bool = True, batch: int = 10, steps: int = 5) -> None:
-    """Training steps/s at the paper's batch and crop sizes (160^2, 160^2 x 5, 32^3), AdaBelief + Jaccard2."""
-    print(json.dumps(_train_steps(variant, f0, bf16, batch, steps)))
+def machine() -> dict:
+    """The machine class every figure is measured on: CPU capability, native bf16, usable CPUs, threads."""
+    from bundle.runtime import cpu_capability, cpu_has_native_bf16, usable_cpus
+
+    return {
+        "cpu_capability": cpu_capability(),
+        "cpu_native_bf16": cpu_has_native_bf16(),
+        "cpu_model": _cpu_model(),
+        "usable_cpus": usable_cpus(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "emulated_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
+    }
 
 
-def _train_steps(variant: str, f0: int, bf16: bool, batch: int, steps: int) -> dict:
-    from adabelief_pytorch import AdaBelief
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
-    from bundle.losses import Jaccard2Loss
 
-    kwargs = VARIANTS[variant]
-    crop = (32,) * 3 if kwargs["spatial_dims"] == 3 else (160, 160)
-    torch.manual_seed(0)
-    net = ModularUNet(f0=f0, **kwargs).train()
-    optimizer = AdaBelief(net.parameters(), lr=1e-3, eps=1e-16, rectify=True, print_change_log=False)
-    loss = Jaccard2Loss()
-    x, y = torch.rand(batch, kwargs["in_channels"], *crop), torch.randint(0, 3, (batch, 1, *crop))
-    times = []
-    for i in range(steps + 1):
-        start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(bf16)):
-            out = net(x)
-        value = loss(out, y)
-        optimizer.zero_grad()
-        value.backward()
-        optimizer.step()
-        if i:
-            times.append(time.perf_counter() - start)
-    median = statistics.median(times)
+def train_workflow(
+    variant: str = "2d",
+    precision: str = "auto",
+    dataset_dir: str | None = None,
+    epochs: int = 3,
+    steps: int = 10,
+    batch: int = 10,
+    **overrides,
+) -> None:
+    """Seconds per training step of the real `run training` workflow (data loading and augmentation included).
+
+    Validation is excluded (its interval is beyond the last epoch); the first step of each epoch,
+    which starts the loader, is reported apart. Prints one JSON line.
+    """
+    print(json.dumps(_train_workflow(variant, precision, dataset_dir, epochs, steps, batch, **overrides)))
+
+
+def _train_workflow(variant, precision, dataset_dir, epochs, steps, batch, **overrides) -> dict:
+    from ignite.engine import Events
+    from monai.bundle import ConfigWorkflow
+
+    from bundle.phantom import make_phantom
+
+    work = _scratch("xct_train_bench_")
+    if dataset_dir is None:
+        dataset_dir = work / "data"
+        make_phantom(dataset_dir, (48, 256, 256), seed=5)
+    configs = [str(ROOT / "configs" / "train.json")] + (
+        [str(ROOT / "configs" / "variants" / f"{variant}.json")] if variant != "2d" else []
+    )
+    workflow = ConfigWorkflow(
+        config_file=configs,
+        workflow_type="train",
+        dataset_dir=str(dataset_dir),
+        output_dir=str(work / "run"),
+        precision=precision,
+        max_epochs=int(epochs),
+        steps_per_epoch=int(steps),
+        batch_size=int(batch),
+        val_interval=int(epochs) + 1,
+        **overrides,
+    )
+    workflow.initialize()
+    trainer = workflow.parser.get_parsed_content("train#trainer")
+    runtime = workflow.parser.get_parsed_content("runtime")
+    stamps: list[tuple[int, float]] = []
+    loads: list[float] = []
+    started: list[float] = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: stamps.append((e.state.epoch, time.perf_counter())))
+    trainer.add_event_handler(Events.GET_BATCH_STARTED, lambda e: started.append(time.perf_counter()))
+    trainer.add_event_handler(Events.GET_BATCH_COMPLETED, lambda e: loads.append(time.perf_counter() - started[-1]))
+    trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: stamps.append((e.state.epoch, time.perf_counter())))
+    workflow.run()
+    workflow.finalize()
+    per_epoch = [[b - a for (ea, a), (eb, b) in zip(stamps, stamps[1:]) if ea == eb == e] for e in range(1, int(epochs) + 1)]
+    steady = [t for times in per_epoch for t in times[1:]]
+    first = [times[0] for times in per_epoch if times]
+    median = statistics.median(steady)
     return {
         "variant": variant,
-        "f0": f0,
-        "bf16": bool(bf16),
-        "batch": batch,
-        "crop": list(crop),
+        "precision_requested": precision,
+        "precision": runtime.precision,
+        "batch": int(batch),
+        "crop": list(workflow.parser.get_parsed_content("crop_size")),
+        "num_workers": runtime.num_workers,
+        "threads": runtime.threads,
+        "steps_timed": len(steady),
         "seconds_per_step": round(median, 3),
-        "steps_per_s": round(1 / median, 3),
-        "seconds_per_epoch_of_10_steps": round(10 * median, 1),
+        "seconds_per_step_min": round(min(steady), 3),
+        "seconds_first_step_of_epoch": round(statistics.median(first), 3),
+        "seconds_waiting_for_data_per_step": round(statistics.median(loads), 4),
+        "machine": machine(),
     }
 
 
@@ -321,7 +389,7 @@ def _compare(shape: tuple, ckpt_path: str, repeats: int, **overrides) -> dict:
     plain_model = plain_seconds(model)
     plain_basic = plain_seconds(BasicUNet(spatial_dims=2, in_channels=1, out_channels=3).eval())
     phantom = str(work / "data" / "phantom.raw")
-    ours = [_inference(phantom, ckpt_path, "2d", work / f"out{i}", **overrides)["seconds_incl_startup"] for i in range(repeats)]
+    ours = [_inference(phantom, ckpt_path, "2d", work / f"out{i}", **overrides)["seconds_segmenting"] for i in range(repeats)]
     ours_s = statistics.median(ours)
     reference = open_volume(work / "out0" / "phantom.seg.raw").read()
     with torch.no_grad():
@@ -334,7 +402,7 @@ def _compare(shape: tuple, ckpt_path: str, repeats: int, **overrides) -> dict:
         "voxels": voxels,
         "threads": torch.get_num_threads(),
         "overrides": overrides,
-        "ours_s_file_to_file_incl_startup": round(ours_s, 2),
+        "ours_s_file_to_file": round(ours_s, 2),
         "ours_voxels_per_s": round(voxels / ours_s),
         "monai_slice_inferer_s": round(plain_model, 2),
         "monai_voxels_per_s": round(voxels / plain_model),
@@ -349,8 +417,21 @@ def _compare(shape: tuple, ckpt_path: str, repeats: int, **overrides) -> dict:
     }
 
 
+def _train_child(variant: str, precision: str, epochs: int, steps: int, batch: int, dataset_dir: Path) -> dict:
+    command = [sys.executable, str(Path(__file__).resolve()), "train-workflow", "--variant", variant, "--precision", precision]
+    command += ["--epochs", str(epochs), "--steps", str(steps), "--batch", str(batch), "--dataset_dir", str(dataset_dir)]
+    _, peak_mib, printed = _run_child(command)
+    row = json.loads(printed.strip().splitlines()[-1])
+    row.pop("machine")
+    return {**row, "peak_rss_mib": round(peak_mib, 1)}
+
+
+def _median_run(runs: list[dict], key: str) -> dict:
+    return sorted(runs, key=lambda r: r[key])[len(runs) // 2]
+
+
 def suite(
-    output: str = str(ROOT / "docs" / "benchmark.json"),
+    output: str = str(ROOT / "docs" / "results" / "benchmark.json"),
     compare_shape: tuple = (16, 512, 512),
     inference_shape: tuple = (64, 512, 512),
     models: dict | None = None,
@@ -358,60 +439,67 @@ def suite(
     big_ckpt_path: str | None = None,
     big_f0: int = 8,
     repeats: int = 3,
-    steps: int = 5,
+    train_epochs: int = 3,
+    steps: int = 10,
     train_batch: int = 10,
+    train_variants: tuple = ("2d",),
+    skip_compare: bool = False,
 ) -> None:
     """Every measurement of docs/performance.md in one run, written to `output` (JSON, atomically).
 
-    `models` maps variants to checkpoints (the 2D default is models/model.pt); `big_volume_path` with a small
-    `big_f0` checkpoint measures peak RSS on a volume of several GiB.
+    Each inference and training figure of the defaults (`precision auto`) is taken beside the explicit
+    fp32 run, in the same run on the same machine; training goes through the real `run training`
+    workflow. `models` maps variants to checkpoints (the 2D default is models/model.pt);
+    `big_volume_path` with a small `big_f0` checkpoint measures peak RSS on a volume of several GiB.
+    To measure the AVX2-only class on a newer CPU, run it under `ONEDNN_MAX_CPU_ISA=AVX2
+    ATEN_CPU_CAPABILITY=avx2` (recorded as `machine.emulated_isa`).
     """
     from bundle.phantom import make_phantom
 
     checkpoints = {"2d": str(ROOT / "models" / "model.pt"), **(models or {})}
     work = _scratch("xct_suite_")
     make_phantom(work / "data", tuple(inference_shape), seed=11)
+    make_phantom(work / "train", (48, 256, 256), seed=5)
     bf16_flops = _matmul_flops(2048, torch.bfloat16, 10)
     result = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "cpu_bf16": torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported(),
-        },
+        "machine": machine(),
         "matmul_gflops": {
             "bfloat16": round(bf16_flops / 1e9, 1),
             "float32": round(_matmul_flops(2048, torch.float32, 10) / 1e9, 1),
         },
         "flops_per_voxel": {},
         "inference": [],
-        "train_steps": [],
+        "train_workflow": [],
     }
     for variant, kwargs in VARIANTS.items():
         x = torch.rand(
             1, kwargs["in_channels"], *(160 if kwargs["spatial_dims"] == 2 else 32,) * kwargs["spatial_dims"]
         )
         result["flops_per_voxel"][variant] = round(_flops_per_voxel(ModularUNet(**kwargs).eval(), x))
-    result["compare_2d"] = _compare(compare_shape, checkpoints["2d"], repeats)
+    if not skip_compare:
+        result["compare_2d"] = _compare(compare_shape, checkpoints["2d"], repeats)
     for variant, ckpt in checkpoints.items():
-        runs = [
-            _inference(str(work / "data" / "phantom.raw"), ckpt, variant, work / f"out_{variant}_{i}")
-            for i in range(repeats)
-        ]
-        median = sorted(runs, key=lambda r: r["seconds_incl_startup"])[len(runs) // 2]
-        median["input"] = f"phantom seed 11, {list(inference_shape)}"
-        median["fraction_of_bf16_limit"] = round(
-            result["flops_per_voxel"][variant] * median["voxels_per_s"] / bf16_flops, 3
-        )
-        result["inference"].append(median)
-    for variant in VARIANTS:
-        for bf16 in (False, True):
-            result["train_steps"].append(_train_steps(variant, 16, bf16, train_batch, steps))
+        for precision in ("auto", "fp32"):
+            runs = [
+                _inference(str(work / "data" / "phantom.raw"), ckpt, variant, work / f"out_{variant}_{precision}_{i}", precision=precision)
+                for i in range(repeats)
+            ]
+            median = _median_run(runs, "seconds_segmenting")
+            median["input"] = f"phantom seed 11, {list(inference_shape)}"
+            median["precision_requested"] = precision
+            median["fraction_of_bf16_limit"] = round(
+                result["flops_per_voxel"][variant] * median["voxels_per_s"] / bf16_flops, 3
+            )
+            result["inference"].append(median)
+    for variant in train_variants:
+        for precision in ("auto", "fp32"):
+            result["train_workflow"].append(_train_child(variant, precision, train_epochs, steps, train_batch, work / "train"))
     if big_volume_path:
         result["big_volume"] = _inference(
             big_volume_path, big_ckpt_path, "2d", work / "out_big", **{"network_def#f0": int(big_f0)}
         )
     out = Path(output)
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial")
     tmp.write_text(json.dumps(result, indent=2) + "\n")
     os.replace(tmp, out)
@@ -425,7 +513,8 @@ if __name__ == "__main__":
             "flops": flops,
             "matmul": matmul,
             "forward": forward,
-            "train-steps": train_steps,
+            "train-workflow": train_workflow,
+            "machine": lambda: print(json.dumps(machine())),
             "inference": inference,
             "compare": compare,
             "big-volume": big_volume,

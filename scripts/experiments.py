@@ -13,7 +13,7 @@ and `--overrides`. Every finished run appends one row to the results CSV; a stud
 already in it, so an interrupted study resumes, and a run whose configuration another study
 already trained reuses that result. `--crop_scale 0.5` trains every variant on its paper crop
 halved along each axis (a budget for CPUs); `--overrides '{"batch_size": 4}'` passes any
-config id to every training (and roi_size, z_halo, slab, bf16 to every evaluation).
+config id to every training (and roi_size, z_halo, slab, precision to every evaluation).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ INFERENCE_LEVERS = {
 }
 VARIANT_ORDER = ("2d", "2.5d", "3d")
 CONFIG_OF = {"training": "train.json", "evaluate": "evaluate.json"}
-EVALUATE_KEYS = ("roi_size", "z_halo", "slab", "bf16")
+EVALUATE_KEYS = ("roi_size", "z_halo", "slab", "precision")
 
 
 def _rows(results: Path) -> list[dict]:

@@ -60,10 +60,12 @@ def test_suite_writes_every_measurement_of_the_performance_page(tmp_path):
         "[40,64,64]",
         "--repeats",
         "1",
+        "--train_epochs",
+        "1",
         "--steps",
-        "1",
+        "3",
         "--train_batch",
-        "1",
+        "2",
         "--models",
         json.dumps({"2.5d": str(tmp_path / "model_25d.pt")}),
     )
@@ -74,12 +76,17 @@ def test_suite_writes_every_measurement_of_the_performance_page(tmp_path):
         5e5 < result["flops_per_voxel"]["2d"] < 6e5
         and result["flops_per_voxel"]["3d"] > result["flops_per_voxel"]["2d"]
     )
-    assert [r["variant"] for r in result["inference"]] == ["2d", "2.5d"]
+    machine = result["machine"]
+    assert machine["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and isinstance(machine["cpu_native_bf16"], bool)
+    assert [(r["variant"], r["precision_requested"]) for r in result["inference"]] == [
+        ("2d", "auto"), ("2d", "fp32"), ("2.5d", "auto"), ("2.5d", "fp32")
+    ]
+    assert {r["precision"] for r in result["inference"] if r["precision_requested"] == "fp32"} == {"fp32"}
     assert all(
         r["voxels"] == 40 * 64 * 64 and r["peak_rss_mib"] > 100 and 0 < r["fraction_of_bf16_limit"]
         for r in result["inference"]
     )
     assert result["compare_2d"]["voxels"] == 16 * 64 * 64 and result["compare_2d"]["speedup_vs_monai"] > 0
-    assert {(r["variant"], r["bf16"]) for r in result["train_steps"]} == {
-        (v, b) for v in VARIANT_NETWORK for b in (False, True)
-    }
+    default = "bf16" if machine["cpu_native_bf16"] else "fp32"
+    assert [(r["variant"], r["precision"]) for r in result["train_workflow"]] == [("2d", default), ("2d", "fp32")]
+    assert all(r["steps_timed"] == 2 and r["seconds_per_step"] > 0 and r["peak_rss_mib"] > 100 for r in result["train_workflow"])

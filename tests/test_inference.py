@@ -50,7 +50,7 @@ def infer(input_path, output, model, variant="2d", *extra, env=None):
 
 @pytest.mark.parametrize("variant", VARIANT_NETS)
 def test_inference_run_writes_every_output(tiny_dataset, models, tmp_path, variant):
-    infer(tiny_dataset / "phantom.raw", tmp_path, models[variant], variant, "--slab", "8")
+    infer(tiny_dataset / "phantom.raw", tmp_path, models[variant], variant, "--slab", "8", "--save_probabilities", "True")
     seg = open_volume(tmp_path / "phantom.seg.raw")
     assert seg.shape == (48, 64, 64) and seg.dtype == np.uint8 and seg.read().max() <= 2
     prob = open_volume(tmp_path / "phantom.prob.raw").read().reshape(3, 48, 64, 64).astype(int)
@@ -62,8 +62,14 @@ def test_inference_run_writes_every_output(tiny_dataset, models, tmp_path, varia
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
+def test_default_outputs_cost_two_bytes_per_voxel(tiny_dataset, models, tmp_path):
+    infer(tiny_dataset / "phantom.raw", tmp_path, models["2d"], "2d")
+    written = {p.name: p.stat().st_size for p in tmp_path.iterdir() if p.name.endswith(".raw")}
+    assert written == {"phantom.seg.raw": 48 * 64 * 64, "phantom.uncertainty.raw": 48 * 64 * 64}
+
+
 def test_streamed_output_equals_monai_slice_inferer_in_memory(tiny_dataset, models, tmp_path):
-    infer(tiny_dataset / "phantom.raw", tmp_path, models["2d"], "2d", "--slab", "5", "--prob_dtype", "float32", "--save_uncertainty", "false", "--bf16", "False")
+    infer(tiny_dataset / "phantom.raw", tmp_path, models["2d"], "2d", "--slab", "5", "--save_probabilities", "True", "--prob_dtype", "float32", "--save_uncertainty", "false", "--precision", "fp32")
     net = ModularUNet(f0=4)
     net.load_state_dict(torch.load(models["2d"], weights_only=True))
     net.eval()
@@ -102,8 +108,11 @@ def test_killed_run_resumes_to_identical_files(tmp_path, models):
     done = len(list(markers.glob("slab_*")))
     assert 0 < done < 64 and not (interrupted / "phantom.seg.raw").exists()
     result = infer(tmp_path / "data" / "phantom.raw", interrupted, models["2d"], "2d", "--slab", "1", "--roi_size", "[128,128]")
-    assert "already done" in result.stdout + result.stderr
-    for name in ("seg", "prob", "uncertainty"):
+    assert f"resuming phantom.raw: {done} of 64 slabs done, {64 - done} to go" in result.stdout + result.stderr
+    assert f"Epoch[1] Complete" in result.stdout + result.stderr
+    record = json.loads((interrupted / "phantom.provenance.json").read_text())
+    assert record["slabs_computed_last_session"] == 64 - done
+    for name in ("seg", "uncertainty"):
         assert (interrupted / f"phantom.{name}.raw").read_bytes() == (reference / f"phantom.{name}.raw").read_bytes()
 
 
@@ -116,7 +125,7 @@ def test_two_process_inference_equals_single_process(tiny_dataset, models, tmp_p
                "--ckpt_path", str(models["2d"]), "--network_def#f0", "4", "--roi_size", "[32,32]", "--slab", "4", "--progress", "false"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-4000:]
-    for name in ("seg", "prob", "uncertainty"):
+    for name in ("seg", "uncertainty"):
         assert (tmp_path / "multi" / f"phantom.{name}.raw").read_bytes() == (single / f"phantom.{name}.raw").read_bytes()
 
 

@@ -12,16 +12,25 @@ Outputs for input `<stem>.<ext>` in `output_dir`: `<stem>.seg.raw` (uint8 labels
 `<stem>.uncertainty.raw` (uint8 entropy / log C x255), each with a `.raw.info` sidecar, and
 `<stem>.provenance.json`. They are written under temporary names and renamed when complete.
 Under `torchrun` the slabs are dealt round-robin to the ranks, which write into the same files.
+
+Resume is safe by construction: the progress folder records every fact that changes the
+output (input file, model bytes by sha256, precision, tiles, TTA, axes, roi, ...); a rerun
+whose facts differ stops and names them instead of mixing two runs in one file, and a lock
+keeps a second run out of a folder that one is writing. Before the first slab the free disk
+space is checked against what the run will write.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import logging
 import math
 import os
 import platform
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,9 +55,17 @@ from ..io import (
     write_volume,
 )
 
-__all__ = ["StreamedSegmentation", "StreamedSlabDataset", "StreamedWriter", "normalise_grey"]
+__all__ = ["ResumeMismatchError", "StreamedSegmentation", "StreamedSlabDataset", "StreamedWriter", "normalise_grey"]
 
 logger = logging.getLogger(__name__)
+
+
+class ResumeMismatchError(RuntimeError):
+    """Partial outputs in the folder were made with other settings or another model than this run."""
+
+
+def _gib(size: float) -> str:
+    return f"{size / 2**30:.2f} GiB"
 
 
 def normalise_grey(data: np.ndarray, window: Sequence[float]) -> np.ndarray:
@@ -75,7 +92,9 @@ class StreamedSegmentation:
         save_uncertainty: also write `<stem>.uncertainty.raw`.
         output_ext: ".raw" (streamed), or ".nii.gz"/".nii"/".tif" converted at the end.
         prob_dtype: "uint8" (x255, rounded) or "float16"/"float32" probabilities.
-        provenance: facts to record in `<stem>.provenance.json` (model, config...).
+        provenance: facts to record in `<stem>.provenance.json` (model, config...); they are part of the resume fingerprint.
+        runtime: how this run computes (`bundle.runtime.Runtime.as_dict()`), recorded but not fingerprinted.
+        overwrite: discard partial outputs made with other settings instead of refusing to resume.
     """
 
     def __init__(
@@ -86,11 +105,13 @@ class StreamedSegmentation:
         z_halo: int = 0,
         roi: Sequence[Sequence[int]] | None = None,
         num_classes: int = 3,
-        save_probabilities: bool = True,
+        save_probabilities: bool = False,
         save_uncertainty: bool = True,
         output_ext: str = ".raw",
         prob_dtype: str = "uint8",
         provenance: dict | None = None,
+        runtime: dict | None = None,
+        overwrite: bool = False,
     ) -> None:
         self.input_path = Path(input_path)
         self.volume = open_volume(self.input_path)
@@ -126,13 +147,19 @@ class StreamedSegmentation:
         self.progress_dir = self.output_dir / f".{stem}.progress"
         self.slabs = [(z, min(z + self.slab, self.box[0].stop)) for z in range(self.box[0].start, self.box[0].stop, self.slab)]
         self.provenance = dict(provenance or {})
-        self.fingerprint = self._fingerprint()
-        self.done: set[int] = set()
+        self.runtime = dict(runtime or {})
+        self.overwrite = as_flag(overwrite)
+        self.facts = self._facts()
+        self.fingerprint = hashlib.sha256(json.dumps(self.facts, sort_keys=True, default=str).encode()).hexdigest()
+        self.done: set[int] | None = None
+        self.computed = 0
+        self._lock = None
         self._started = time.time()
 
-    def _fingerprint(self) -> str:
+    def _facts(self) -> dict:
+        """Everything that changes the output bytes; equal facts mean slabs of two sessions may share a file."""
         stat = self.input_path.stat()
-        facts = {
+        return json.loads(json.dumps({
             "input": str(self.input_path.resolve()),
             "size": stat.st_size,
             "mtime": stat.st_mtime_ns,
@@ -141,39 +168,124 @@ class StreamedSegmentation:
             "halo": self.z_halo,
             "outputs": sorted(self.outputs),
             "prob_dtype": self.prob_dtype.name,
-            "provenance": self.provenance,
-        }
-        return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()
+            **self.provenance,
+        }, default=str))
 
     def _sizes(self) -> dict[str, int]:
         voxels = int(np.prod(self.shape))
         return {name: voxels * (self.num_classes * self.prob_dtype.itemsize if name == "prob" else 1) for name in self.outputs}
 
+    def _stamp(self) -> Path:
+        return self.progress_dir / "fingerprint.json"
+
+    def _partials_intact(self) -> bool:
+        sizes = self._sizes()
+        return all(atomic_path(p).is_file() and atomic_path(p).stat().st_size == sizes[name] for name, p in self.outputs.items())
+
+    def _recorded_facts(self) -> dict | None:
+        try:
+            return json.loads(self._stamp().read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+
+    def scan(self) -> set[int]:
+        """The slabs finished by an earlier session with the same facts, read without writing anything.
+
+        Raises `ResumeMismatchError` naming the differing facts when the folder holds partial
+        outputs of another configuration or model (unless `overwrite`).
+        """
+        if self.done is not None:
+            return self.done
+        recorded = self._recorded_facts()
+        markers = sorted(self.progress_dir.glob("slab_*")) if self.progress_dir.is_dir() else []
+        if recorded is None or self.overwrite or not self._partials_intact():
+            self.done = set()
+            return self.done
+        if recorded != self.facts:
+            differing = sorted(k for k in set(recorded) | set(self.facts) if recorded.get(k) != self.facts.get(k))
+            details = "; ".join(f"{k}: was {recorded.get(k)!r}, now {self.facts.get(k)!r}" for k in differing[:6])
+            raise ResumeMismatchError(
+                f"{self.output_dir}: holds a partial segmentation of {self.input_path.name} ({len(markers)} of "
+                f"{len(self.slabs)} slabs) made with other settings, which this run would mix into the same files: "
+                f"{details}. Rerun with the earlier settings to finish it, or add --overwrite True to start over."
+            )
+        self.done = {int(p.name.split("_")[1]) for p in markers}
+        return self.done
+
+    def required_bytes(self) -> int:
+        """Disk space the outputs still need: their full size, less what finished slabs already hold."""
+        total = sum(self._sizes().values())
+        done = self.scan()
+        if not done:
+            return total
+        depth = self.shape[0]
+        finished = sum(self.slabs[i][1] - self.slabs[i][0] for i in done)
+        return int(total * (depth - finished) / depth)
+
+    def _check_free_space(self) -> None:
+        needed = self.required_bytes()
+        free = shutil.disk_usage(self.output_dir).free
+        if needed > free:
+            per_voxel = {name: size / int(np.prod(self.shape)) for name, size in self._sizes().items()}
+            costs = ", ".join(f"{name} {per_voxel[name]:g} B/voxel" for name in self.outputs)
+            savers = [f"--save_{'probabilities' if n == 'prob' else n} False" for n in ("prob", "uncertainty") if n in self.outputs]
+            raise OSError(
+                errno.ENOSPC,
+                f"{self.output_dir}: this run writes {_gib(needed)} ({costs}) but only {_gib(free)} is free. "
+                f"Free some space, choose another --output_dir"
+                + (f", or shrink the outputs with {' / '.join(savers)}" if savers else "")
+                + (", --prob_dtype uint8" if "prob" in self.outputs and self.prob_dtype != np.uint8 else "")
+                + ", or segment a sub-box with --roi. Nothing was written.",
+            )
+
+    def _acquire_lock(self) -> None:
+        self._lock = open(self.progress_dir / "lock", "w")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            self._lock = None
+            raise RuntimeError(
+                f"{self.output_dir}: another inference run is writing {self.input_path.name} into this folder; "
+                "wait for it to finish or choose another --output_dir."
+            ) from None
+
     def prepare(self) -> None:
-        """Create (or pick up) the partial outputs and read which slabs are done."""
+        """Check space and settings, lock the folder, create (or pick up) the partial outputs."""
         rank, world = rank_and_world()
         if rank == 0:
             ensure_writable_dir(self.output_dir)
+            done = self.scan()
+            self._check_free_space()
             self.progress_dir.mkdir(exist_ok=True)
-            stamp = self.progress_dir / "fingerprint"
-            sizes = self._sizes()
-            partials_intact = all(atomic_path(p).is_file() and atomic_path(p).stat().st_size == sizes[name] for name, p in self.outputs.items())
-            if not (stamp.is_file() and stamp.read_text() == self.fingerprint and partials_intact):
+            self._acquire_lock()
+            if not done:
                 for marker in self.progress_dir.glob("slab_*"):
                     marker.unlink()
+                sizes = self._sizes()
                 for name, path in self.outputs.items():
                     with open(atomic_path(path), "wb") as f:
                         f.truncate(sizes[name])
-                stamp.write_text(self.fingerprint)
+                tmp = atomic_path(self._stamp())
+                tmp.write_text(json.dumps(self.facts, indent=1, sort_keys=True))
+                os.replace(tmp, self._stamp())
         barrier()
-        self.done = {int(p.name.split("_")[1]) for p in self.progress_dir.glob("slab_*")}
+        if rank:
+            self.done = {int(p.name.split("_")[1]) for p in self.progress_dir.glob("slab_*")}
         if self.done:
-            logger.info("resuming %s: %d of %d slabs already done", self.input_path.name, len(self.done), len(self.slabs))
+            logger.info(
+                "resuming %s: %d of %d slabs done, %d to go",
+                self.input_path.name,
+                len(self.done),
+                len(self.slabs),
+                len(self.slabs) - len(self.done),
+            )
 
     def pending(self) -> list[int]:
-        """Indices of the slabs this rank still has to segment."""
+        """Indices of the slabs this rank still has to segment (the finished ones are read from disk, not redone)."""
         rank, world = rank_and_world()
-        return [i for i in range(len(self.slabs)) if i % world == rank and i not in self.done]
+        done = self.scan()
+        return [i for i in range(len(self.slabs)) if i % world == rank and i not in done]
 
     def read(self, index: int, grey_window: Sequence[float]) -> np.ndarray:
         """Normalised input of slab `index`, [Z + 2*halo, Y, X] float32."""
@@ -208,6 +320,7 @@ class StreamedSegmentation:
                 os.close(fd)
         (self.progress_dir / f"slab_{index}").write_bytes(b"")
         self.done.add(index)
+        self.computed += 1
 
     def finalize(self) -> dict[str, Path]:
         """Sidecars, provenance, rename to the final names (rank 0), and optional format conversion."""
@@ -230,11 +343,14 @@ class StreamedSegmentation:
         elapsed = time.time() - self._started
         record = {
             **self.provenance,
+            "runtime": self.runtime,
             "input": str(self.input_path.resolve()),
             "roi_zyx": [[s.start, s.stop] for s in self.box],
             "outputs": {k: str(v) for k, v in final.items()},
             "voxels": int(np.prod(self.shape)),
             "seconds_last_session": round(elapsed, 3),
+            "slabs": len(self.slabs),
+            "slabs_computed_last_session": self.computed,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__, "monai": monai.__version__},
         }
@@ -244,10 +360,14 @@ class StreamedSegmentation:
         tmp = atomic_path(self.provenance_path)
         tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
         os.replace(tmp, self.provenance_path)
-        for marker in self.progress_dir.iterdir():
-            marker.unlink()
-        self.progress_dir.rmdir()
+        self._release()
         return final
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+        shutil.rmtree(self.progress_dir, ignore_errors=True)
 
     def _convert(self, name: str, raw_path: Path) -> Path:
         volume = open_volume(raw_path)
@@ -261,7 +381,8 @@ class StreamedSegmentation:
 class StreamedSlabDataset(torch.utils.data.Dataset):
     """The pending slabs of a `StreamedSegmentation`, each {"image": [1, Z + 2*halo, Y, X], "slab": index}.
 
-    The slab list is taken when iteration starts, after `prepare()` has read what is done.
+    The plan is the slabs still to do, read from the progress markers (without writing) when
+    Ignite first asks for the dataset's length, so a resumed epoch is exactly the pending slabs.
     """
 
     def __init__(self, stream: StreamedSegmentation, grey_window: Sequence[float]) -> None:
@@ -307,7 +428,6 @@ class StreamedWriter:
 
     def started(self, engine: Engine) -> None:
         self.stream.prepare()
-        self.dataset.indices = None
         pending = self.dataset._plan()
         if self.progress and rank_and_world()[0] == 0:
             from tqdm import tqdm

@@ -12,6 +12,7 @@ import copy
 import torch
 from torch import nn
 
+from ..flags import as_flag
 from .blocks import ConvBlock, DownBlock, UpBlock
 
 __all__ = ["fold_batch_norm", "inference_ready"]
@@ -57,7 +58,7 @@ def fold_batch_norm(network: nn.Module) -> nn.Module:
 
 def inference_ready(network: nn.Module, fold_bn: bool = True, channels_last: bool = False) -> nn.Module:
     """The network as inference runs it: eval mode, optionally batch norm folded and channels-last memory."""
-    network = fold_batch_norm(network) if fold_bn else network.eval()
-    if channels_last:
+    network = fold_batch_norm(network) if as_flag(fold_bn) else network.eval()
+    if as_flag(channels_last):
         network = network.to(memory_format=torch.channels_last if network.spatial_dims == 2 else torch.channels_last_3d)
     return network

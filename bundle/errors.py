@@ -1,0 +1,41 @@
+"""The last line a user sees on bad input is the cause, not MONAI's wrapper around it.
+
+`python -m monai.bundle run` wraps an error raised while building a component in
+"Failed to instantiate component ..." and ends its output with a debugging hint, so the
+message that names the file and the problem sits dozens of lines up. The hook installed
+here (only when the process was started by `monai.bundle`, and only if no other hook is
+installed) prints the usual traceback, then the innermost cause again as the last line.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+__all__ = ["install_cause_hook", "root_cause"]
+
+
+def root_cause(error: BaseException) -> BaseException:
+    """The innermost exception of an error's `__cause__` / `__context__` chain."""
+    seen = set()
+    while id(error) not in seen:
+        seen.add(id(error))
+        inner = error.__cause__ or error.__context__
+        if inner is None:
+            break
+        error = inner
+    return error
+
+
+def _hook(kind, error, tb) -> None:
+    traceback.print_exception(kind, error, tb)
+    cause = root_cause(error)
+    if cause is not error:
+        print(f"error: {type(cause).__name__}: {cause}", file=sys.stderr)
+
+
+def install_cause_hook() -> None:
+    """Install the hook when running under `python -m monai.bundle` and nothing else replaced `sys.excepthook`."""
+    started_by_monai = any(arg.replace("\\", "/").endswith("monai/bundle/__main__.py") for arg in sys.argv[:1])
+    if started_by_monai and sys.excepthook is sys.__excepthook__:
+        sys.excepthook = _hook
