@@ -37,7 +37,7 @@ def test_big_volume_repeats_the_source_and_inference_reports_the_childs_own_peak
         "--network_def#f0",
         "4",
         "--roi_size",
-        "[32,32]",
+        "[256,256]",
     )
     assert measured["voxels"] == 144 * 64 * 64 and measured["dtype"] == "float32"
     assert 100 < measured["peak_rss_mib"] < 4096

@@ -3,7 +3,7 @@ import importlib.util
 
 from conftest import ROOT, run_script
 
-TINY = '{"crop_size": [32, 32], "val_roi": [32, 32], "roi_size": [32, 32], "batch_size": 2, "steps_per_epoch": 2, "val_interval": 1, "num_workers": 0}'
+TINY = '{"crop_size": [32, 32], "val_roi": [256, 256], "roi_size": [256, 256], "batch_size": 2, "steps_per_epoch": 2, "val_interval": 1, "num_workers": 0}'
 
 
 def experiment(*args):

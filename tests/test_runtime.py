@@ -117,7 +117,7 @@ def test_a_real_inference_run_logs_and_records_what_this_machine_supports(tiny_d
     result = bundle_run(
         "run", "inference", "--config_file", "configs/inference.json", "--input_path", str(tiny_dataset / "phantom.raw"),
         "--output_dir", str(tmp_path / "out"), "--ckpt_path", str(tmp_path / "model.pt"), "--network_def#f0", "4",
-        "--roi_size", "[64,64]", "--progress", "False",
+        "--roi_size", "[256,256]", "--progress", "False",
     )
     expected = "bf16" if runtime.cpu_has_native_bf16() else "fp32"
     assert f"precision auto -> {expected}" in result.stdout + result.stderr

@@ -12,8 +12,8 @@ from bundle.networks import ModularUNet
 
 TINY = ["--max_epochs", "2", "--steps_per_epoch", "2", "--batch_size", "2", "--val_interval", "1", "--network_def#f0", "4", "--num_workers", "0"]
 VARIANTS = {
-    "2d": (["train.json"], ["--crop_size", "[32,32]", "--val_roi", "[32,32]"], dict(in_channels=1)),
-    "2.5d": (["train.json", "variants/2.5d.json"], ["--crop_size", "[32,32]", "--val_roi", "[32,32]"], dict(in_channels=5)),
+    "2d": (["train.json"], ["--crop_size", "[32,32]", "--val_roi", "[256,256]"], dict(in_channels=1)),
+    "2.5d": (["train.json", "variants/2.5d.json"], ["--crop_size", "[32,32]", "--val_roi", "[256,256]"], dict(in_channels=5)),
     "3d": (["train.json", "variants/3d.json"], ["--crop_size", "[16,16,16]", "--val_roi", "[16,16,16]", "--z_halo", "4"], dict(spatial_dims=3)),
 }
 
@@ -73,7 +73,7 @@ def test_resume_false_given_as_text_starts_afresh(tiny_dataset, tmp_path):
 
 def test_bad_training_inputs_fail_before_any_step(tiny_dataset, tmp_path):
     base = ["run", "training", "--config_file", str(CONFIGS / "train.json"), "--dataset_dir", str(tiny_dataset), "--output_dir", str(tmp_path), *TINY]
-    log = run_expecting_failure(*base, "--crop_size", "[128,128]", "--val_roi", "[32,32]")
+    log = run_expecting_failure(*base, "--crop_size", "[128,128]", "--val_roi", "[256,256]")
     assert "is larger than the volume" in log and "phantom.raw" in log
     log = run_expecting_failure(*base, "--crop_size", "[32,32]", "--resume", "true")
     assert "nothing to resume from" in log and "checkpoint.pt" in log
@@ -85,7 +85,7 @@ def test_bad_training_inputs_fail_before_any_step(tiny_dataset, tmp_path):
 def test_two_process_gloo_training(tiny_dataset, tmp_path):
     configs = config_list("train.json", "multi_gpu_train.json")
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517", "-m", "monai.bundle", "run", "training"]
-    args = ["--config_file", configs, "--dataset_dir", str(tiny_dataset), "--output_dir", str(tmp_path), *TINY, "--crop_size", "[32,32]", "--val_roi", "[32,32]"]
+    args = ["--config_file", configs, "--dataset_dir", str(tiny_dataset), "--output_dir", str(tmp_path), *TINY, "--crop_size", "[32,32]", "--val_roi", "[256,256]"]
     result = subprocess.run(command + args, cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-4000:]
     assert (tmp_path / "models" / "model.pt").is_file()

@@ -1,7 +1,20 @@
 """Inferers and streamed segmentation: the z-slab inferer shared by validation, evaluation and inference."""
 
 from .autocast import AutocastInferer
-from .streamed import StreamedSegmentation, StreamedSlabDataset, StreamedWriter, normalise_grey
+from .streamed import ResumeMismatchError, StreamedSegmentation, StreamedSlabDataset, StreamedWriter, normalise_grey
+from .tiles import OverlapTileInferer, context_margin, receptive_radius, edge_indices
 from .zstack import ZStackInferer
 
-__all__ = ["AutocastInferer", "StreamedSegmentation", "StreamedSlabDataset", "StreamedWriter", "ZStackInferer", "normalise_grey"]
+__all__ = [
+    "AutocastInferer",
+    "OverlapTileInferer",
+    "ResumeMismatchError",
+    "context_margin",
+    "edge_indices",
+    "receptive_radius",
+    "StreamedSegmentation",
+    "StreamedSlabDataset",
+    "StreamedWriter",
+    "ZStackInferer",
+    "normalise_grey",
+]

@@ -41,6 +41,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from ..data.crops import read_with_halo
+from .tiles import edge_indices
 from ..distributed import barrier, rank_and_world
 from ..flags import as_flag
 from ..io import (
@@ -84,7 +85,9 @@ class StreamedSegmentation:
     Args:
         input_path: the volume (.raw + .raw.info, .tif/.tiff or a TIFF folder, .nii/.nii.gz).
         output_dir: where outputs go.
-        slab: output slices per slab (memory grows linearly with it).
+        slab: output slices per slab (memory grows linearly with it), or "auto": as many as fit in
+            `slab_voxels` (at least 1, at most 64), so that memory does not grow with the plane size.
+        slab_voxels: the voxel budget of one slab when `slab` is "auto".
         z_halo: context slices read each side (2 for 2.5D).
         roi: optional [[z0, z1], [y0, y1], [x0, x1]] to segment only part of the volume.
         num_classes: classes of the network.
@@ -95,13 +98,18 @@ class StreamedSegmentation:
         provenance: facts to record in `<stem>.provenance.json` (model, config...); they are part of the resume fingerprint.
         runtime: how this run computes (`bundle.runtime.Runtime.as_dict()`), recorded but not fingerprinted.
         overwrite: discard partial outputs made with other settings instead of refusing to resume.
+        margin: y/x context read around the box (the inferer's margin), edge voxels repeated past the volume's edge,
+            its start on a multiple of `size_multiple` in volume coordinates, so that a sub-box gets the
+            labels the whole-volume run gives it.
+        size_multiple: the network's 2**u_depth.
     """
 
     def __init__(
         self,
         input_path: str | os.PathLike,
         output_dir: str | os.PathLike,
-        slab: int = 16,
+        slab: int | str = "auto",
+        slab_voxels: int = 8 * 2**20,
         z_halo: int = 0,
         roi: Sequence[Sequence[int]] | None = None,
         num_classes: int = 3,
@@ -112,11 +120,12 @@ class StreamedSegmentation:
         provenance: dict | None = None,
         runtime: dict | None = None,
         overwrite: bool = False,
+        margin: int = 0,
+        size_multiple: int = 8,
     ) -> None:
         self.input_path = Path(input_path)
         self.volume = open_volume(self.input_path)
         self.output_dir = Path(output_dir)
-        self.slab = int(slab)
         self.z_halo = int(z_halo)
         self.num_classes = int(num_classes)
         self.output_ext = output_ext
@@ -137,6 +146,10 @@ class StreamedSegmentation:
             if not 0 <= s.start < s.stop <= size:
                 raise VolumeError(f"{self.input_path}: roi {list(box)} axis {'zyx'[axis]} is outside the volume {self.volume.shape}.")
         self.shape = tuple(s.stop - s.start for s in self.box)
+        plane = self.shape[1] * self.shape[2]
+        self.slab = max(1, min(64, int(slab_voxels) // plane)) if str(slab).lower() == "auto" else int(slab)
+        if self.slab < 1:
+            raise ValueError(f"slab must be a positive number of slices or 'auto', got {slab!r}.")
         stem = volume_stem(self.input_path)
         self.outputs = {"seg": self.output_dir / f"{stem}.seg.raw"}
         if as_flag(save_probabilities):
@@ -149,6 +162,8 @@ class StreamedSegmentation:
         self.provenance = dict(provenance or {})
         self.runtime = dict(runtime or {})
         self.overwrite = as_flag(overwrite)
+        self.margin = int(margin)
+        self.context = [self._context(axis, int(size_multiple)) for axis in (1, 2)]
         self.facts = self._facts()
         self.fingerprint = hashlib.sha256(json.dumps(self.facts, sort_keys=True, default=str).encode()).hexdigest()
         self.done: set[int] | None = None
@@ -166,6 +181,7 @@ class StreamedSegmentation:
             "box": [[s.start, s.stop] for s in self.box],
             "slab": self.slab,
             "halo": self.z_halo,
+            "margin": self.margin,
             "outputs": sorted(self.outputs),
             "prob_dtype": self.prob_dtype.name,
             **self.provenance,
@@ -287,24 +303,57 @@ class StreamedSegmentation:
         done = self.scan()
         return [i for i in range(len(self.slabs)) if i % world == rank and i not in done]
 
+    def _context(self, axis: int, step: int) -> tuple[int, int]:
+        """(start, stop) in volume coordinates of what is read along y or x: the box, aligned and widened by the margin."""
+        box = self.box[axis]
+        if not self.margin:
+            return box.start, box.stop
+        return box.start // step * step - self.margin, -(-box.stop // step) * step + self.margin
+
     def read(self, index: int, grey_window: Sequence[float]) -> np.ndarray:
-        """Normalised input of slab `index`, [Z + 2*halo, Y, X] float32."""
+        """Normalised input of slab `index` with its context, [Z + 2*halo, Y + context, X + context] float32."""
         z0, z1 = self.slabs[index]
-        return normalise_grey(read_with_halo(self.volume, z0, z1, self.z_halo, self.box[1], self.box[2]), grey_window)
+        (y0, y1), (x0, x1) = self.context
+        iy = edge_indices(y0, y1, self.volume.shape[1])
+        ix = edge_indices(x0, x1, self.volume.shape[2])
+        ys, xs = slice(int(iy.min()), int(iy.max()) + 1), slice(int(ix.min()), int(ix.max()) + 1)
+        data = read_with_halo(self.volume, z0, z1, self.z_halo, ys, xs)
+        if (y0, y1) != (ys.start, ys.stop) or (x0, x1) != (xs.start, xs.stop):
+            data = data[:, iy - ys.start][:, :, ix - xs.start]
+        return normalise_grey(data, grey_window)
+
+    def _planes(self, logits: torch.Tensor) -> dict[str, np.ndarray]:
+        """The output arrays of [C, Z, Y, X] logits, computed a few planes at a time to bound temporaries."""
+        _, depth, height, width = logits.shape
+        planes = {"seg": np.empty((depth, height, width), np.uint8)}
+        if "prob" in self.outputs:
+            planes["prob"] = np.empty((self.num_classes, depth, height, width), self.prob_dtype)
+        if "uncertainty" in self.outputs:
+            planes["uncertainty"] = np.empty((depth, height, width), np.uint8)
+        step = max(1, 2**22 // (height * width))
+        for z in range(0, depth, step):
+            probabilities = torch.softmax(logits[:, z : z + step].float(), dim=0)
+            planes["seg"][z : z + step] = probabilities.argmax(0).to(torch.uint8).numpy()
+            if "prob" in planes:
+                if self.prob_dtype == np.uint8:
+                    planes["prob"][:, z : z + step] = torch.round(probabilities * 255).to(torch.uint8).numpy()
+                else:
+                    planes["prob"][:, z : z + step] = probabilities.numpy()
+            if "uncertainty" in planes:
+                entropy = -(probabilities * torch.log(probabilities.clamp_min(1e-12))).sum(0) / math.log(self.num_classes)
+                planes["uncertainty"][z : z + step] = torch.round(entropy.clamp(0, 1) * 255).to(torch.uint8).numpy()
+        return planes
 
     def write(self, index: int, logits: torch.Tensor) -> None:
-        """Write slab `index` from its [C, Z, Y, X] logits, then mark it done."""
+        """Write slab `index` from its [C, Z, Y, X] logits with plain positioned writes, then mark it done.
+
+        Plain `pwrite` + `fsync` (no memory map of the outputs) and `POSIX_FADV_DONTNEED` afterwards keep
+        written pages out of this process and out of the page cache it would otherwise fill.
+        """
         z0, z1 = self.slabs[index]
-        probabilities = torch.softmax(logits.float(), dim=0)
-        planes = {"seg": probabilities.argmax(0).to(torch.uint8).numpy()}
-        if "prob" in self.outputs:
-            if self.prob_dtype == np.uint8:
-                planes["prob"] = torch.round(probabilities * 255).to(torch.uint8).numpy()
-            else:
-                planes["prob"] = probabilities.numpy().astype(self.prob_dtype)
-        if "uncertainty" in self.outputs:
-            entropy = -(probabilities * torch.log(probabilities.clamp_min(1e-12))).sum(0) / math.log(self.num_classes)
-            planes["uncertainty"] = torch.round(entropy.clamp(0, 1) * 255).to(torch.uint8).numpy()
+        (y0, _), (x0, _) = self.context
+        dy, dx = self.box[1].start - y0, self.box[2].start - x0
+        planes = self._planes(logits[:, :, dy : dy + self.shape[1], dx : dx + self.shape[2]])
         plane_size = self.shape[1] * self.shape[2]
         offset = (z0 - self.box[0].start) * plane_size
         total = self.shape[0] * plane_size
@@ -314,8 +363,10 @@ class StreamedSegmentation:
             fd = os.open(atomic_path(self.outputs[name]), os.O_WRONLY)
             try:
                 for c, block in enumerate(blocks):
-                    os.pwrite(fd, np.ascontiguousarray(block).tobytes(), (c * total + offset) * size)
+                    os.pwrite(fd, np.ascontiguousarray(block).data, (c * total + offset) * size)
                 os.fsync(fd)
+                for c, block in enumerate(blocks):
+                    os.posix_fadvise(fd, (c * total + offset) * size, block.nbytes, os.POSIX_FADV_DONTNEED)
             finally:
                 os.close(fd)
         (self.progress_dir / f"slab_{index}").write_bytes(b"")

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from monai.inferers import Inferer, SlidingWindowInferer
 
 from ..flags import as_flag
+from .tiles import OverlapTileInferer, context_margin
 
 __all__ = ["ZStackInferer", "dihedral", "undo_dihedral"]
 
@@ -37,20 +38,25 @@ class ZStackInferer(Inferer):
     """Segments a slab [B, 1, Z + 2*z_halo, Y, X] into [B, C, Z, Y, X] logits.
 
     With a 2-value `roi_size` the network is 2D: each output plane sees its `context`
-    neighbours each side as channels (0 plain 2D, 2 the paper's 2.5D) and is tiled by MONAI's
-    `SlidingWindowInferer`, `slice_batch` planes at a time. With a 3-value `roi_size` the
-    network is 3D and the halo gives tiles at the slab borders real context.
+    neighbours each side as channels (0 plain 2D, 2 the paper's 2.5D) and is tiled by the
+    `OverlapTileInferer` (tiles keep only their core, `margin` of context around it, edge
+    voxels repeated past the image border), `slice_batch` planes at a time, so the result does not depend on
+    the tile size or on where the image was cut. With a 3-value `roi_size` the network is 3D,
+    tiled by MONAI's `SlidingWindowInferer`, and the halo gives tiles at the slab borders real context.
 
     With `tta` or more than one of `axes`, the per-voxel probabilities of every prediction
     are averaged and their log is returned, so a softmax downstream gives the mean.
 
     Args:
         roi_size: tile size, (y, x) or (z, y, x); multiples of the network's 2**u_depth.
+        margin: 2D only, context voxels around each tile's core (default: the network's `context_margin`).
         z_halo: context slices each side of the slab, cropped from the output.
-        overlap: tile overlap fraction.
-        mode: blending of overlapping tiles ("gaussian" or "constant").
+        overlap: 3D only, tile overlap fraction.
+        mode: 3D only, blending of overlapping tiles ("gaussian" or "constant").
         sw_batch_size: tiles per forward pass.
-        slice_batch: 2D only, planes tiled together.
+        slice_batch: 2D only, planes tiled together at most; fewer when planes are large, so that a
+            batch's blended output stays under `batch_voxels`.
+        batch_voxels: 2D only, voxels of planes tiled together (bounds the sliding window's buffers).
         context: 2D only, neighbour planes each side given as channels (default: z_halo).
         tta: average over the 8 in-plane flips/rotations.
         axes: 2D only, the plane normals to predict along ("z", "y", "x"), fused by the mean.
@@ -65,10 +71,12 @@ class ZStackInferer(Inferer):
         mode: str = "gaussian",
         sw_batch_size: int = 4,
         slice_batch: int = 8,
+        batch_voxels: int = 4 * 2**20,
         context: int | None = None,
         tta: bool = False,
         axes: Sequence[str] = ("z",),
         size_multiple: int = 8,
+        margin: int | None = None,
     ) -> None:
         super().__init__()
         self.roi_size = tuple(int(r) for r in roi_size)
@@ -79,6 +87,7 @@ class ZStackInferer(Inferer):
         if len(self.roi_size) == 2 and self.context > self.z_halo:
             raise ValueError(f"context {self.context} needs a z_halo of at least as many slices, got {self.z_halo}.")
         self.slice_batch = int(slice_batch)
+        self.batch_voxels = int(batch_voxels)
         self.tta = as_flag(tta)
         self.axes = tuple(axes)
         if not self.axes or any(a not in AXES for a in self.axes):
@@ -86,8 +95,11 @@ class ZStackInferer(Inferer):
         if len(self.roi_size) == 3 and self.axes != ("z",):
             raise ValueError("multi-axis fusion is for 2D/2.5D models; a 3D model sees all axes already.")
         self.size_multiple = int(size_multiple)
-        self.window_args = dict(sw_batch_size=sw_batch_size, overlap=overlap, mode=mode)
-        self.window = SlidingWindowInferer(self.roi_size, **self.window_args)
+        if len(self.roi_size) == 3:
+            self.window = SlidingWindowInferer(self.roi_size, sw_batch_size=sw_batch_size, overlap=overlap, mode=mode)
+        else:
+            self.margin = context_margin(self.size_multiple.bit_length() - 1) if margin is None else int(margin)
+            self.window = OverlapTileInferer(self.roi_size, self.margin, sw_batch_size, self.size_multiple)
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args, **kwargs) -> torch.Tensor:
         if inputs.ndim != 5 or inputs.shape[1] != 1:
@@ -119,22 +131,22 @@ class ZStackInferer(Inferer):
         volume = inputs[:, 0].permute(*order)
         if self.context:
             volume = F.pad(volume.unsqueeze(1), (0, 0, 0, 0, self.context, self.context), mode="reflect").squeeze(1)
-        rows = -(-volume.shape[2] // self.size_multiple) * self.size_multiple
-        window = SlidingWindowInferer((min(self.roi_size[0], rows), self.roi_size[1]), **self.window_args)
-        out = self._planes(volume, network, index, *args, window=window, **kwargs)
+        out = self._planes(volume, network, index, *args, **kwargs)
         out = out.permute(0, 1, *[o + 1 for o in order[1:]])
         return out[:, :, self.z_halo : self.z_halo + depth]
 
-    def _planes(self, volume: torch.Tensor, network, index: int, *args, window: SlidingWindowInferer | None = None, **kwargs) -> torch.Tensor:
+    def _planes(self, volume: torch.Tensor, network, index: int, *args, **kwargs) -> torch.Tensor:
         """[B, N + 2*context, H, W] -> [B, C, N, H, W]: each plane with its neighbours as channels."""
-        window = window or self.window
-        outputs = []
+        window = self.window
         n = volume.shape[1] - 2 * self.context
+        step = max(1, min(self.slice_batch, self.batch_voxels // (volume.shape[2] * volume.shape[3])))
+        out = None
         for b in range(volume.shape[0]):
             stacks = volume[b].unfold(0, 2 * self.context + 1, 1).permute(0, 3, 1, 2)
-            pieces = [
-                undo_dihedral(window(dihedral(stacks[s : s + self.slice_batch], index), network, *args, **kwargs), index)
-                for s in range(0, n, self.slice_batch)
-            ]
-            outputs.append(torch.cat(pieces).permute(1, 0, 2, 3))
-        return torch.stack(outputs)
+            for s in range(0, n, step):
+                piece = undo_dihedral(window(dihedral(stacks[s : s + step], index), network, *args, **kwargs), index)
+                if out is None:
+                    out = piece.new_empty((volume.shape[0], piece.shape[1], n, *piece.shape[2:]))
+                out[b, :, s : s + step] = piece.permute(1, 0, 2, 3)
+                del piece
+        return out
