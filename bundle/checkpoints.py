@@ -50,7 +50,12 @@ def load_weights(network: torch.nn.Module, path: str | os.PathLike | None, hint:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found. {hint}".strip())
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint (truncated or corrupted? {type(err).__name__}: {str(err)[:200]}). {hint}".strip()
+        ) from err
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     target = network.module if hasattr(network, "module") else network
@@ -85,16 +90,37 @@ def sidecar_of(checkpoint: str | os.PathLike) -> Path:
     return Path(checkpoint).with_suffix(".json")
 
 
-def read_model_sidecar(checkpoint: str | os.PathLike) -> dict:
-    """The sidecar of a checkpoint, or the uint8 defaults (grey window [0, 255]) when it has none."""
+_INFERENCE_HPARAMS = ("spatial_dims", "in_channels", "out_channels", "f0", "u_depth", "down", "up", "conv", "norm", "residual")
+
+
+def read_model_sidecar(checkpoint: str | os.PathLike, variant: str | None = None, network: dict | None = None) -> dict:
+    """The sidecar of a checkpoint, or the uint8 defaults (grey window [0, 255]) when it has none.
+
+    With `variant` and `network` (the config's), a sidecar that records another variant or other
+    network hyperparameters is refused here, naming both, before any weight is loaded.
+    """
     path = sidecar_of(checkpoint)
     if not path.is_file():
         logger.warning("%s not found: assuming uint8 input normalised by /255.", path)
         return dict(DEFAULT_SIDECAR)
     try:
-        return {**DEFAULT_SIDECAR, **json.loads(path.read_text())}
+        sidecar = {**DEFAULT_SIDECAR, **json.loads(path.read_text())}
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{path}: model sidecar is not valid JSON ({err}).") from err
+    recorded_variant, recorded_net = sidecar.get("variant"), sidecar.get("network") or {}
+    differences = []
+    if variant is not None and recorded_variant is not None and recorded_variant != variant:
+        differences.append(f"variant: model {recorded_variant}, config {variant}")
+    for key in _INFERENCE_HPARAMS:
+        if network is not None and key in recorded_net and key in network and recorded_net[key] != network[key]:
+            differences.append(f"{key}: model {recorded_net[key]!r}, config {network[key]!r}")
+    if differences:
+        overlay = f"configs/variants/{recorded_variant}.json" if recorded_variant and recorded_variant != "2d" else None
+        raise CheckpointError(
+            f"{checkpoint}: the model (see {path.name}) does not match this config: {'; '.join(differences)}."
+            + (f" Merge the overlay of its variant: --config_file \"['configs/inference.json','{overlay}']\"." if overlay else "")
+        )
+    return sidecar
 
 
 class ModelSidecarWriter:

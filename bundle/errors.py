@@ -16,22 +16,22 @@ __all__ = ["install_cause_hook", "root_cause"]
 
 
 def root_cause(error: BaseException) -> BaseException:
-    """The innermost exception of an error's `__cause__` / `__context__` chain."""
-    seen = set()
-    while id(error) not in seen:
-        seen.add(id(error))
-        inner = error.__cause__ or error.__context__
-        if inner is None:
-            break
-        error = inner
-    return error
+    """The innermost error of the bundle's own in an error's `__cause__` / `__context__` chain, else the innermost one.
+
+    The bundle's errors name the file and the problem; a library error they wrap is detail.
+    """
+    chain = []
+    while error is not None and all(error is not e for e in chain):
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    own = [e for e in chain if type(e).__module__.split(".")[0] == "bundle"]
+    return (own or chain)[-1]
 
 
 def _hook(kind, error, tb) -> None:
     traceback.print_exception(kind, error, tb)
     cause = root_cause(error)
-    if cause is not error:
-        print(f"error: {type(cause).__name__}: {cause}", file=sys.stderr)
+    print(f"error: {type(cause).__name__}: {cause}", file=sys.stderr)
 
 
 def install_cause_hook() -> None:

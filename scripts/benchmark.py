@@ -417,6 +417,156 @@ def _compare(shape: tuple, ckpt_path: str, repeats: int, **overrides) -> dict:
     }
 
 
+def edges(dataset_dir: str = str(ROOT / "demo"), ckpt_path: str = str(ROOT / "models" / "model.pt"), output: str | None = None) -> None:
+    """Test-slice IoU and the error rate of each slice's outer 2-voxel frame against its interior, per edge scheme.
+
+    Schemes: what lies past the plane's edge for the network. `edge` (repeated edge voxels, the default
+    of the overlap-tile inferer), `reflect` (mirror) and `zeros` (MONAI's constant padding; also the old
+    blended 512 x 512 sliding window, which padded smaller planes with zeros). fp32, the shipped model.
+    """
+    from monai.inferers import SlidingWindowInferer
+
+    from bundle.checkpoints import load_weights, read_model_sidecar
+    from bundle.data import load_dataset_description
+    from bundle.inference import OverlapTileInferer, context_margin, normalise_grey
+    from bundle.networks import inference_ready
+
+    entry = load_dataset_description(dataset_dir)[0]
+    (z0, z1), = entry.ranges("test")
+    image = torch.from_numpy(normalise_grey(entry.image().read(z0, z1), read_model_sidecar(ckpt_path)["grey_window"]))[:, None]
+    label = entry.label().read(z0, z1)
+    net = inference_ready(load_weights(ModularUNet(), ckpt_path), True, True)
+    margin = context_margin(net.u_depth)
+    tiles = OverlapTileInferer((512, 512), margin)
+
+    def padded(mode):
+        return lambda x: tiles(torch.nn.functional.pad(x, (margin,) * 4, mode=mode), net)[..., margin:-margin, margin:-margin]
+
+    schemes = {
+        "edge": lambda x: tiles(x, net),
+        "reflect": padded("reflect"),
+        "zeros": padded("constant"),
+        "blended_sliding_window_512_zeros": lambda x: SlidingWindowInferer((512, 512), 4, 0.25, mode="gaussian")(x, net),
+    }
+    frame = np.zeros(label.shape[1:], bool)
+    frame[:2], frame[-2:], frame[:, :2], frame[:, -2:] = True, True, True, True
+    rows = []
+    for name, infer in schemes.items():
+        with torch.inference_mode():
+            pred = torch.cat([infer(image[i : i + 4]) for i in range(0, len(image), 4)]).argmax(1).numpy()
+        errors = pred != label
+        iou = [float(((pred == c) & (label == c)).sum() / ((pred == c) | (label == c)).sum()) for c in range(3)]
+        rows.append(
+            {
+                "scheme": name,
+                "iou_matrix": round(100 * iou[0], 2),
+                "iou_fibre": round(100 * iou[1], 2),
+                "iou_porosity": round(100 * iou[2], 2),
+                "mean_iou": round(100 * sum(iou) / 3, 2),
+                "frame_error_pct": round(100 * float(errors[:, frame].mean()), 3),
+                "interior_error_pct": round(100 * float(errors[:, ~frame].mean()), 3),
+                "frame_to_interior": round(float(errors[:, frame].mean() / errors[:, ~frame].mean()), 2),
+            }
+        )
+    result = {"dataset": str(dataset_dir), "test_slices": [z0, z1], "model": ckpt_path, "margin": margin, "machine": machine(), "rows": rows}
+    _emit(result, output)
+
+
+def _emit(result: dict, output: str | None) -> None:
+    """Print `result` as JSON and, with `output`, write it there atomically."""
+    text = json.dumps(result, indent=2) + "\n"
+    if output:
+        out = Path(output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.partial")
+        tmp.write_text(text)
+        os.replace(tmp, out)
+    print(text, end="")
+
+
+def _own_memory_cgroup() -> Path | None:
+    """This process's memory cgroup folder (v2 unified or v1 memory controller), if it can be read."""
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        number, controllers, path = line.split(":", 2)
+        if controllers == "memory":
+            return Path("/sys/fs/cgroup/memory") / path.lstrip("/")
+        if number == "0" and controllers == "" and (Path("/sys/fs/cgroup") / "cgroup.controllers").is_file():
+            return Path("/sys/fs/cgroup") / path.lstrip("/")
+    return None
+
+
+def _capped(command: list[str], limit_bytes: int) -> tuple[list[str], Path | None, str]:
+    """`command` made to run in a new child memory cgroup capped at `limit_bytes`, or the reason it cannot be."""
+    parent = _own_memory_cgroup()
+    if parent is None:
+        return command, None, "no memory cgroup found"
+    group = parent / f"xct_bench_{os.getpid()}"
+    try:
+        group.mkdir()
+        limit = group / ("memory.max" if (group / "memory.max").exists() else "memory.limit_in_bytes")
+        limit.write_text(str(int(limit_bytes)))
+    except OSError as err:
+        return command, None, f"cannot create a capped cgroup under {parent}: {err}"
+    script = f"echo $$ > {group / 'cgroup.procs'} && exec \"$@\""
+    return ["sh", "-c", script, "sh", *command], group, f"{limit.name} = {int(limit_bytes)}"
+
+
+def memory(
+    plane: int = 2048,
+    depths: tuple = (8, 32),
+    cap_mib: int = 1536,
+    f0: int = 4,
+    work_dir: str | None = None,
+    output: str | None = None,
+) -> None:
+    """Peak RSS of default streamed inference on volumes of `plane`^2 slices and growing depth, and a capped run.
+
+    Memory must be set by the slab, not the volume: the peak is the same for every depth. The last
+    depth runs once more inside a cgroup capped at `cap_mib` and must give the same bytes. A fixed-seed
+    f0=`f0` network stands in for a trained one: the footprint depends on tiles and slabs, not on weights.
+    """
+    from bundle.io import RawInfo, format_sidecar, sidecar_path
+
+    work = Path(work_dir) if work_dir else _scratch("xct_memory_")
+    torch.manual_seed(0)
+    ckpt = work / "model.pt"
+    torch.save(ModularUNet(f0=int(f0)).state_dict(), ckpt)
+    rng = np.random.default_rng(0)
+    runs = []
+    for depth in depths:
+        path = work / f"volume_{depth}.raw"
+        with open(path, "wb") as f:
+            for _ in range(int(depth)):
+                f.write(rng.integers(60, 200, (plane, plane), dtype=np.uint8).tobytes())
+        sidecar_path(path).write_text(format_sidecar(RawInfo((int(depth), plane, plane), np.dtype(np.uint8), "<", {})))
+        row = _inference(str(path), str(ckpt), "2d", work / f"out_{depth}", **{"network_def#f0": int(f0)})
+        row["written_bytes"] = sum(p.stat().st_size for p in (work / f"out_{depth}").glob("*.raw"))
+        row["written_bytes_per_voxel"] = round(row["written_bytes"] / row["voxels"], 3)
+        runs.append(row)
+    last = work / f"volume_{depths[-1]}.raw"
+    with_prob = _inference(str(last), str(ckpt), "2d", work / "out_prob", save_probabilities=True, **{"network_def#f0": int(f0)})
+    with_prob["written_bytes"] = sum(p.stat().st_size for p in (work / "out_prob").glob("*.raw"))
+    result = {"machine": machine(), "plane": plane, "runs": runs, "with_probabilities": with_prob}
+    last = work / f"volume_{depths[-1]}.raw"
+    command = [sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file", str(ROOT / "configs" / "inference.json"),
+               "--input_path", str(last), "--output_dir", str(work / "out_capped"), "--ckpt_path", str(ckpt),
+               "--network_def#f0", str(int(f0)), "--progress", "False"]
+    capped, group, how = _capped(command, int(cap_mib) * 2**20)
+    result["capped"] = {"cap": how}
+    if group is not None:
+        try:
+            seconds, peak, _ = _run_child(capped)
+            same = all(
+                (work / "out_capped" / p.name).read_bytes() == p.read_bytes() for p in (work / f"out_{depths[-1]}").glob("*.raw")
+            )
+            result["capped"].update({"finished": True, "seconds": round(seconds, 1), "peak_rss_mib": round(peak, 1), "same_bytes": same})
+        except RuntimeError as err:
+            result["capped"].update({"finished": False, "error": str(err)[-500:]})
+        finally:
+            group.rmdir()
+    _emit(result, output)
+
+
 def _train_child(variant: str, precision: str, epochs: int, steps: int, batch: int, dataset_dir: Path) -> dict:
     command = [sys.executable, str(Path(__file__).resolve()), "train-workflow", "--variant", variant, "--precision", precision]
     command += ["--epochs", str(epochs), "--steps", str(steps), "--batch", str(batch), "--dataset_dir", str(dataset_dir)]
@@ -506,6 +656,104 @@ def suite(
     print(json.dumps(result, indent=2))
 
 
+RESULTS = ROOT / "docs" / "results"
+BLOCK = re.compile(r"(<!-- table:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end -->)", re.S)
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _machine_line(m: dict) -> str:
+    emulated = f", emulated with ONEDNN_MAX_CPU_ISA={m['emulated_isa']} on a newer CPU" if m.get("emulated_isa") else ""
+    return (
+        f"{m['cpu_model']}, capability {m['cpu_capability']}, native bf16 {'yes' if m['cpu_native_bf16'] else 'no'}{emulated}; "
+        f"{m['usable_cpus']} usable CPUs, {m['threads']} threads, torch {m['torch']}"
+    )
+
+
+def _suite_table(result: dict) -> str:
+    rows = []
+    inference = {(r["variant"], r["precision_requested"]): r for r in result["inference"]}
+    for variant in dict.fromkeys(r["variant"] for r in result["inference"]):
+        auto, fp32 = inference[(variant, "auto")], inference[(variant, "fp32")]
+        rows.append([f"{variant} inference, Mvox/s file to file ({auto['input']})", f"{auto['voxels_per_s'] / 1e6:.3f} ({auto['precision']})",
+                     f"{fp32['voxels_per_s'] / 1e6:.3f}", f"{auto['voxels_per_s'] / fp32['voxels_per_s']:.2f}x"])
+        rows.append([f"{variant} inference, peak RSS MiB", auto["peak_rss_mib"], fp32["peak_rss_mib"], ""])
+    training = {(r["variant"], r["precision_requested"]): r for r in result["train_workflow"]}
+    for variant in dict.fromkeys(r["variant"] for r in result["train_workflow"]):
+        auto, fp32 = training[(variant, "auto")], training[(variant, "fp32")]
+        label = f"{variant} training, s/step of `run training` (batch {auto['batch']}, crops {auto['crop']}, median of {auto['steps_timed']})"
+        rows.append([label, f"{auto['seconds_per_step']} ({auto['precision']})", fp32["seconds_per_step"],
+                     f"{fp32['seconds_per_step'] / auto['seconds_per_step']:.2f}x"])
+        rows.append([f"{variant} training, peak RSS MiB", auto["peak_rss_mib"], fp32["peak_rss_mib"], ""])
+    return f"Machine: {_machine_line(result['machine'])}.\n\n" + _table(["measurement", "default (`precision auto`)", "fp32", "default speed-up"], rows)
+
+
+def _edges_table(result: dict) -> str:
+    keys = ["iou_matrix", "iou_fibre", "iou_porosity", "mean_iou", "frame_error_pct", "interior_error_pct", "frame_to_interior"]
+    return _table(["past the edge", *keys], [[r["scheme"], *(r[k] for k in keys)] for r in result["rows"]])
+
+
+def _memory_table(result: dict) -> str:
+    rows = [[f"{r['shape_zyx']} uint8, default outputs", round(r["voxels"] / 2**20), r["peak_rss_mib"], r["written_bytes_per_voxel"],
+             f"{r['voxels_per_s'] / 1e6:.3f}"] for r in result["runs"]]
+    p = result["with_probabilities"]
+    rows.append([f"{p['shape_zyx']} uint8, + probabilities", round(p["voxels"] / 2**20), p["peak_rss_mib"],
+                 round(p["written_bytes"] / p["voxels"], 3), f"{p['voxels_per_s'] / 1e6:.3f}"])
+    capped = result["capped"]
+    text = _table(["volume", "Mi voxels", "peak RSS MiB", "bytes written per voxel", "Mvox/s"], rows)
+    if capped.get("finished") is not None:
+        text += (f"\nUnder a memory cgroup ({capped['cap']} bytes) the last run "
+                 f"{'finished' if capped['finished'] else 'failed'}"
+                 + (f", peak RSS {capped['peak_rss_mib']} MiB, same bytes: {'yes' if capped['same_bytes'] else 'NO'}.\n" if capped["finished"] else ".\n"))
+    else:
+        text += f"\nNo capped run: {capped['cap']}.\n"
+    return f"Machine: {_machine_line(result['machine'])}.\n\n" + text
+
+
+def render(results_dir: str | Path = RESULTS) -> dict[str, str]:
+    """Every table of docs/ that comes from a results file, by name (the `<!-- table:NAME -->` blocks)."""
+    results_dir = Path(results_dir)
+    tables = {}
+    for path in sorted(results_dir.glob("benchmark_*.json")):
+        tables[path.stem] = _suite_table(json.loads(path.read_text()))
+    if (results_dir / "edges.json").is_file():
+        tables["edges"] = _edges_table(json.loads((results_dir / "edges.json").read_text()))
+    if (results_dir / "memory.json").is_file():
+        tables["memory"] = _memory_table(json.loads((results_dir / "memory.json").read_text()))
+    return tables
+
+
+def rendered_docs(docs_dir: str | Path = ROOT / "docs", results_dir: str | Path = RESULTS) -> dict[Path, str]:
+    """The text each docs page should have, its tables re-rendered from the results files."""
+    tables = render(results_dir)
+    pages = {}
+    for page in sorted(Path(docs_dir).glob("*.md")):
+        text = page.read_text()
+
+        def fill(match, page=page):
+            name = match.group("name")
+            if name not in tables:
+                raise KeyError(f"{page}: table {name!r} has no results file in {results_dir}")
+            return match.group(1) + tables[name] + match.group(4)
+
+        pages[page] = BLOCK.sub(fill, text)
+    return pages
+
+
+def report(docs_dir: str = str(ROOT / "docs"), results_dir: str = str(RESULTS)) -> None:
+    """Re-render the tables of docs/*.md from docs/results/ (the drift test checks they are up to date)."""
+    for page, text in rendered_docs(docs_dir, results_dir).items():
+        if page.read_text() != text:
+            tmp = page.with_name(f".{page.name}.partial")
+            tmp.write_text(text)
+            os.replace(tmp, page)
+            print(f"updated {page}")
+
+
 if __name__ == "__main__":
     fire.Fire(
         {
@@ -519,5 +767,8 @@ if __name__ == "__main__":
             "compare": compare,
             "big-volume": big_volume,
             "suite": suite,
+            "edges": edges,
+            "memory": memory,
+            "report": report,
         }
     )

@@ -70,11 +70,11 @@ def test_default_outputs_cost_two_bytes_per_voxel(tiny_dataset, models, tmp_path
 def test_streamed_output_equals_one_pass_of_the_network_over_edge_extended_planes(tiny_dataset, models, tmp_path):
     """Tiles, slabs and margins change nothing: the file equals the plain network on each whole plane, edges repeated."""
     infer(tiny_dataset / "phantom.raw", tmp_path, models["2d"], "2d", "--slab", "5", "--save_probabilities", "True", "--prob_dtype", "float32",
-          "--save_uncertainty", "false", "--precision", "fp32", "--roi_size", "[136,136]")
+          "--save_uncertainty", "false", "--precision", "fp32", "--roi_size", "[144,160]", "--roi", "[[3,11],[0,64],[0,64]]")
     net = ModularUNet(f0=4)
     net.load_state_dict(torch.load(models["2d"], weights_only=True))
     net.eval()
-    volume = torch.from_numpy(normalise_grey(open_volume(tiny_dataset / "phantom.raw").read(), [0, 255]))[:, None]
+    volume = torch.from_numpy(normalise_grey(open_volume(tiny_dataset / "phantom.raw").read(3, 11), [0, 255]))[:, None]
     with torch.inference_mode():
         logits = net(torch.nn.functional.pad(volume, (64, 64, 64, 64), mode="replicate"))[..., 64:-64, 64:-64]
     expected = torch.softmax(logits, dim=1).permute(1, 0, 2, 3).numpy()
@@ -110,7 +110,7 @@ def test_killed_run_resumes_to_identical_files(tmp_path, models):
     assert 0 < done < 64 and not (interrupted / "phantom.seg.raw").exists()
     result = infer(tmp_path / "data" / "phantom.raw", interrupted, models["2d"], "2d", "--slab", "1", "--roi_size", "[256,256]")
     assert f"resuming phantom.raw: {done} of 64 slabs done, {64 - done} to go" in result.stdout + result.stderr
-    assert f"Epoch[1] Complete" in result.stdout + result.stderr
+    assert "Epoch[1] Complete" in result.stdout + result.stderr
     record = json.loads((interrupted / "phantom.provenance.json").read_text())
     assert record["slabs_computed_last_session"] == 64 - done
     for name in ("seg", "uncertainty"):

@@ -26,8 +26,8 @@ def symmetric_network() -> torch.nn.Module:
 def test_tta_leaves_an_equivariant_network_unchanged():
     torch.manual_seed(0)
     slab = torch.rand(1, 1, 6, 32, 32)
-    plain = ZStackInferer((32, 32), overlap=0.0)
-    augmented = ZStackInferer((32, 32), overlap=0.0, tta=True)
+    plain = ZStackInferer((32, 32), margin=8)
+    augmented = ZStackInferer((32, 32), margin=8, tta=True)
     with torch.inference_mode():
         expected = torch.softmax(plain(slab, symmetric_network()), 1)
         got = torch.softmax(augmented(slab, symmetric_network()), 1)
@@ -41,8 +41,8 @@ def test_tta_changes_a_direction_sensitive_network():
         net.weight[0, 0, :, 0] = torch.tensor([-1.0, 0.0, 1.0])
     slab = torch.arange(32.0).repeat(32, 1).T[None, None, None].repeat(1, 1, 2, 1, 1) * 0.2
     with torch.inference_mode():
-        plain = torch.softmax(ZStackInferer((32, 32), overlap=0.0)(slab, net), 1)
-        augmented = torch.softmax(ZStackInferer((32, 32), overlap=0.0, tta=True)(slab, net), 1)
+        plain = torch.softmax(ZStackInferer((32, 32), margin=8)(slab, net), 1)
+        augmented = torch.softmax(ZStackInferer((32, 32), margin=8, tta=True)(slab, net), 1)
     assert not torch.allclose(plain, augmented, atol=1e-3)
 
 
@@ -55,7 +55,7 @@ def test_multi_axis_fusion_gives_the_expected_mean_of_probabilities():
     slope, halo, depth = 0.3, 4, 4
     z = torch.arange(depth + 2 * halo, dtype=torch.float32)
     slab = (z * slope)[:, None, None].expand(-1, 16, 16)[None, None].contiguous()
-    inferer = ZStackInferer((16, 16), z_halo=halo, context=0, overlap=0.0, axes=("z", "y", "x"))
+    inferer = ZStackInferer((16, 16), z_halo=halo, context=0, margin=0, axes=("z", "y", "x"))
     with torch.inference_mode():
         fused = torch.softmax(inferer(slab, net), 1)[0, :, :, 2:-2, 2:-2]
     along_z = torch.tensor([1 / 3, 1 / 3, 1 / 3])

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import CONFIGS, ROOT, bundle_run, config_list
+from conftest import CONFIGS, bundle_run, config_list
 
 from bundle.inference import OverlapTileInferer, context_margin, edge_indices, receptive_radius
 from bundle.io import open_volume

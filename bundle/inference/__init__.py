@@ -2,7 +2,7 @@
 
 from .autocast import AutocastInferer
 from .streamed import ResumeMismatchError, StreamedSegmentation, StreamedSlabDataset, StreamedWriter, normalise_grey
-from .tiles import OverlapTileInferer, context_margin, receptive_radius, edge_indices
+from .tiles import OverlapTileInferer, context_margin, edge_indices, receptive_radius
 from .zstack import ZStackInferer
 
 __all__ = [

@@ -41,7 +41,6 @@ import torch
 from ignite.engine import Engine, Events
 
 from ..data.crops import read_with_halo
-from .tiles import edge_indices
 from ..distributed import barrier, rank_and_world
 from ..flags import as_flag
 from ..io import (
@@ -55,6 +54,7 @@ from ..io import (
     volume_stem,
     write_volume,
 )
+from .tiles import edge_indices
 
 __all__ = ["ResumeMismatchError", "StreamedSegmentation", "StreamedSlabDataset", "StreamedWriter", "normalise_grey"]
 
@@ -320,6 +320,12 @@ class StreamedSegmentation:
         data = read_with_halo(self.volume, z0, z1, self.z_halo, ys, xs)
         if (y0, y1) != (ys.start, ys.stop) or (x0, x1) != (xs.start, xs.stop):
             data = data[:, iy - ys.start][:, :, ix - xs.start]
+        if data.dtype.kind == "f" and not np.isfinite(data).all():
+            bad = np.argwhere(~np.isfinite(data))[0]
+            raise VolumeError(
+                f"{self.input_path}: NaN or infinite grey values, first at z {int(bad[0]) + z0 - self.z_halo} "
+                f"(slab {z0}-{z1}); replace them (e.g. with the matrix grey level) before segmenting."
+            )
         return normalise_grey(data, grey_window)
 
     def _planes(self, logits: torch.Tensor) -> dict[str, np.ndarray]:

@@ -1,0 +1,31 @@
+"""Numbers in docs/ come from files under docs/results/: the rendered tables must match them."""
+
+import importlib.util
+import json
+
+from conftest import ROOT
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("benchmark", ROOT / "scripts" / "benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_results_table_in_the_docs_is_rendered_from_its_file():
+    benchmark = load_benchmark()
+    pages = benchmark.rendered_docs()
+    stale = [str(page.relative_to(ROOT)) for page, text in pages.items() if page.read_text() != text]
+    assert not stale, f"tables out of date with docs/results/ in {stale}: run python scripts/benchmark.py report"
+    blocks = sum(len(benchmark.BLOCK.findall(text)) for text in pages.values())
+    assert blocks == len(benchmark.render()), "a results file has no table in docs/, or a table has no file"
+
+
+def test_a_changed_result_changes_the_rendered_table(tmp_path):
+    benchmark = load_benchmark()
+    edges = json.loads((ROOT / "docs" / "results" / "edges.json").read_text())
+    edges["rows"][0]["mean_iou"] = -1.0
+    (tmp_path / "edges.json").write_text(json.dumps(edges))
+    assert "| -1.0 |" in benchmark.render(tmp_path)["edges"]
+    assert benchmark.render(tmp_path)["edges"] != benchmark.render()["edges"]
