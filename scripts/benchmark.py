@@ -420,9 +420,10 @@ def _compare(shape: tuple, ckpt_path: str, repeats: int, **overrides) -> dict:
 def edges(dataset_dir: str = str(ROOT / "demo"), ckpt_path: str = str(ROOT / "models" / "model.pt"), output: str | None = None) -> None:
     """Test-slice IoU and the error rate of each slice's outer 2-voxel frame against its interior, per edge scheme.
 
-    Schemes: what lies past the plane's edge for the network. `edge` (repeated edge voxels, the default
-    of the overlap-tile inferer), `reflect` (mirror) and `zeros` (MONAI's constant padding; also the old
-    blended 512 x 512 sliding window, which padded smaller planes with zeros). fp32, the shipped model.
+    Schemes: what lies past the plane's edge for the network. `stop` (tiles end at the edge, the network's
+    own zero padding: the overlap-tile inferer's default), `replicate` (edge voxels repeated for a margin),
+    `reflect` (mirrored), `zeros` (zero input for a margin, which MONAI's blended sliding window also gives
+    planes smaller than its 512 x 512 window: the bundle's earlier default). fp32, the shipped model.
     """
     from monai.inferers import SlidingWindowInferer
 
@@ -443,7 +444,8 @@ def edges(dataset_dir: str = str(ROOT / "demo"), ckpt_path: str = str(ROOT / "mo
         return lambda x: tiles(torch.nn.functional.pad(x, (margin,) * 4, mode=mode), net)[..., margin:-margin, margin:-margin]
 
     schemes = {
-        "edge": lambda x: tiles(x, net),
+        "stop": lambda x: tiles(x, net),
+        "replicate": padded("replicate"),
         "reflect": padded("reflect"),
         "zeros": padded("constant"),
         "blended_sliding_window_512_zeros": lambda x: SlidingWindowInferer((512, 512), 4, 0.25, mode="gaussian")(x, net),
@@ -482,6 +484,36 @@ def _emit(result: dict, output: str | None) -> None:
         tmp.write_text(text)
         os.replace(tmp, out)
     print(text, end="")
+
+
+def tiff_pages(pages: int = 4000, size: int = 64, batch: int = 100, output: str | None = None) -> None:
+    """Seconds to read `batch` pages of a `pages`-page TIFF at its start and at its end: flat means no re-walking.
+
+    Against reopening the file for every page (`tifffile.imread(key=z)`), which walks the page list
+    from the start each time.
+    """
+    import tifffile
+
+    from bundle.io import open_volume
+
+    work = _scratch("xct_tiff_")
+    path = work / "stack.tif"
+    rng = np.random.default_rng(0)
+    with tifffile.TiffWriter(path) as writer:
+        for _ in range(int(pages)):
+            writer.write(rng.integers(0, 255, (size, size), dtype=np.uint8), contiguous=False)
+    rows = []
+    for start in (0, int(pages) - int(batch)):
+        volume = open_volume(path)
+        began = time.perf_counter()
+        volume.read(start, start + int(batch))
+        ours = time.perf_counter() - began
+        began = time.perf_counter()
+        for z in range(start, start + int(batch)):
+            tifffile.imread(path, key=z)
+        reopened = time.perf_counter() - began
+        rows.append({"first_page": start, "pages_read": int(batch), "seconds_one_handle": round(ours, 4), "seconds_reopened_per_page": round(reopened, 4)})
+    _emit({"pages": int(pages), "page_shape": [size, size], "machine": machine(), "rows": rows}, output)
 
 
 def _own_memory_cgroup() -> Path | None:
@@ -722,6 +754,10 @@ def render(results_dir: str | Path = RESULTS) -> dict[str, str]:
         tables[path.stem] = _suite_table(json.loads(path.read_text()))
     if (results_dir / "edges.json").is_file():
         tables["edges"] = _edges_table(json.loads((results_dir / "edges.json").read_text()))
+    if (results_dir / "tiff_pages.json").is_file():
+        result = json.loads((results_dir / "tiff_pages.json").read_text())
+        keys = ["first_page", "pages_read", "seconds_one_handle", "seconds_reopened_per_page"]
+        tables["tiff_pages"] = f"{result['pages']} pages of {result['page_shape']}.\n\n" + _table(keys, [[r[k] for k in keys] for r in result["rows"]])
     if (results_dir / "memory.json").is_file():
         tables["memory"] = _memory_table(json.loads((results_dir / "memory.json").read_text()))
     return tables
@@ -770,5 +806,6 @@ if __name__ == "__main__":
             "edges": edges,
             "memory": memory,
             "report": report,
+            "tiff-pages": tiff_pages,
         }
     )

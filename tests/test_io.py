@@ -131,3 +131,23 @@ def test_monai_save_image_with_the_bundle_writer_round_trips(tmp_path, suffix):
     written = list((tmp_path / "out").glob(f"*copy{suffix}"))
     assert len(written) == 1
     np.testing.assert_array_equal(open_volume(written[0]).read(), data)
+
+
+def test_multi_page_tiff_is_opened_once_and_reads_the_right_pages(tmp_path, monkeypatch):
+    import pickle
+
+    import tifffile
+
+    from bundle.io import open_volume
+
+    stack = np.arange(40 * 8 * 6, dtype=np.uint16).reshape(40, 8, 6)
+    tifffile.imwrite(tmp_path / "stack.tif", stack)
+    volume = open_volume(tmp_path / "stack.tif")
+    opened = []
+    real = tifffile.TiffFile
+    monkeypatch.setattr(tifffile, "TiffFile", lambda *a, **k: opened.append(a) or real(*a, **k))
+    for z in range(0, 40, 5):
+        np.testing.assert_array_equal(volume.read(z, z + 5, slice(1, 7), slice(2, 5)), stack[z : z + 5, 1:7, 2:5])
+    assert len(opened) == 1
+    copy = pickle.loads(pickle.dumps(volume))
+    np.testing.assert_array_equal(copy.read(38, 40), stack[38:40])

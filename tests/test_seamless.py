@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import CONFIGS, bundle_run, config_list
 
-from bundle.inference import OverlapTileInferer, context_margin, edge_indices, receptive_radius
+from bundle.inference import OverlapTileInferer, context_margin, receptive_radius, tile_plan
 from bundle.io import open_volume
 from bundle.networks import ModularUNet, inference_ready
 from bundle.phantom import make_phantom
@@ -34,22 +34,33 @@ def test_receptive_radius_bounds_the_impulse_response_and_is_reached(u_depth, sa
 def test_overlap_tiles_give_one_pass_of_the_network_whatever_the_tile_size():
     torch.manual_seed(1)
     net = inference_ready(ModularUNet(f0=2), fold_bn=True)
-    x = torch.rand(2, 1, 200, 184)
+    x = torch.rand(2, 1, 200, 180)
     with torch.inference_mode():
-        whole = net(torch.nn.functional.pad(x, (64, 72, 64, 64), mode="replicate"))[..., 64:264, 64:248]
+        whole = net(torch.nn.functional.pad(x, (0, 4)))[..., :180]
         for roi in ((136, 136), (256, 256), (512, 512), (144, 200)):
             tiled = OverlapTileInferer(roi, 64, sw_batch_size=3)(x, net)
             torch.testing.assert_close(tiled, whole, atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="at least 136"):
         OverlapTileInferer((128, 128), 64)
-    np.testing.assert_array_equal(edge_indices(-2, 3, 2), [0, 0, 0, 1, 1])
+
+
+def test_tile_plan_covers_the_extent_once_and_keeps_cores_a_margin_from_inner_borders():
+    for extent, tile, margin in ((512, 512, 64), (2048, 512, 64), (200, 136, 64), (1000, 256, 32)):
+        plan = tile_plan(extent, tile, margin)
+        assert plan[0][1] == 0 and plan[-1][2] == extent
+        assert all(a[2] == b[1] for a, b in zip(plan, plan[1:]))
+        for origin, start, end in plan:
+            size = min(tile, extent)
+            assert origin % 8 == 0 and 0 <= origin and origin + size <= extent
+            assert (origin == 0 or start - origin >= margin) and (origin + size == extent or origin + size - end >= margin)
+    assert len(tile_plan(512, 512, 64)) == 1 and len(tile_plan(2048, 512, 64)) == 5
 
 
 @pytest.fixture(scope="module")
 def scan(tmp_path_factory):
-    """A 16 x 168 x 152 phantom (planes not a multiple of the tile) and a fixed-seed f0=4 model per 2D variant."""
+    """A 16 x 170 x 150 phantom (planes not a multiple of the tile) and a fixed-seed f0=4 model per 2D variant."""
     folder = tmp_path_factory.mktemp("seamless")
-    make_phantom(folder / "data", (16, 168, 152), seed=7)
+    make_phantom(folder / "data", (16, 170, 150), seed=7)
     models = {}
     for variant, channels in (("2d", 1), ("2.5d", 5)):
         torch.manual_seed(4)
@@ -81,7 +92,7 @@ def test_roi_tile_and_slab_size_give_the_whole_volume_labels(scan, tmp_path, var
 
 def test_tta_labels_do_not_depend_on_the_box(scan, tmp_path):
     whole = run(scan, tmp_path / "whole", "2d", "--tta", "True")
-    box = run(scan, tmp_path / "box", "2d", "--tta", "True", "--roi", "[[2,6],[11,120],[40,152]]", "--slab", "3")
+    box = run(scan, tmp_path / "box", "2d", "--tta", "True", "--roi", "[[2,6],[11,120],[40,150]]", "--slab", "3")
     assert (box == whole[2:6, 11:120, 40:184]).mean() >= 0.9999
 
 

@@ -2,7 +2,7 @@
 
 from .autocast import AutocastInferer
 from .streamed import ResumeMismatchError, StreamedSegmentation, StreamedSlabDataset, StreamedWriter, normalise_grey
-from .tiles import OverlapTileInferer, context_margin, edge_indices, receptive_radius
+from .tiles import OverlapTileInferer, context_margin, receptive_radius, tile_plan
 from .zstack import ZStackInferer
 
 __all__ = [
@@ -10,11 +10,11 @@ __all__ = [
     "OverlapTileInferer",
     "ResumeMismatchError",
     "context_margin",
-    "edge_indices",
     "receptive_radius",
     "StreamedSegmentation",
     "StreamedSlabDataset",
     "StreamedWriter",
     "ZStackInferer",
     "normalise_grey",
+    "tile_plan",
 ]

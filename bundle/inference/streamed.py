@@ -54,7 +54,6 @@ from ..io import (
     volume_stem,
     write_volume,
 )
-from .tiles import edge_indices
 
 __all__ = ["ResumeMismatchError", "StreamedSegmentation", "StreamedSlabDataset", "StreamedWriter", "normalise_grey"]
 
@@ -98,9 +97,9 @@ class StreamedSegmentation:
         provenance: facts to record in `<stem>.provenance.json` (model, config...); they are part of the resume fingerprint.
         runtime: how this run computes (`bundle.runtime.Runtime.as_dict()`), recorded but not fingerprinted.
         overwrite: discard partial outputs made with other settings instead of refusing to resume.
-        margin: y/x context read around the box (the inferer's margin), edge voxels repeated past the volume's edge,
-            its start on a multiple of `size_multiple` in volume coordinates, so that a sub-box gets the
-            labels the whole-volume run gives it.
+        margin: y/x context read around the box where the volume has it (the inferer's margin), its start
+            on a multiple of `size_multiple` in volume coordinates, so that a sub-box gets the labels the
+            whole-volume run gives it.
         size_multiple: the network's 2**u_depth.
     """
 
@@ -308,18 +307,14 @@ class StreamedSegmentation:
         box = self.box[axis]
         if not self.margin:
             return box.start, box.stop
-        return box.start // step * step - self.margin, -(-box.stop // step) * step + self.margin
+        start = max(0, box.start // step * step - self.margin)
+        return start, min(self.volume.shape[axis], -(-box.stop // step) * step + self.margin)
 
     def read(self, index: int, grey_window: Sequence[float]) -> np.ndarray:
-        """Normalised input of slab `index` with its context, [Z + 2*halo, Y + context, X + context] float32."""
+        """Normalised input of slab `index` with its y/x context, [Z + 2*halo, Y', X'] float32."""
         z0, z1 = self.slabs[index]
         (y0, y1), (x0, x1) = self.context
-        iy = edge_indices(y0, y1, self.volume.shape[1])
-        ix = edge_indices(x0, x1, self.volume.shape[2])
-        ys, xs = slice(int(iy.min()), int(iy.max()) + 1), slice(int(ix.min()), int(ix.max()) + 1)
-        data = read_with_halo(self.volume, z0, z1, self.z_halo, ys, xs)
-        if (y0, y1) != (ys.start, ys.stop) or (x0, x1) != (xs.start, xs.stop):
-            data = data[:, iy - ys.start][:, :, ix - xs.start]
+        data = read_with_halo(self.volume, z0, z1, self.z_halo, slice(y0, y1), slice(x0, x1))
         if data.dtype.kind == "f" and not np.isfinite(data).all():
             bad = np.argwhere(~np.isfinite(data))[0]
             raise VolumeError(

@@ -39,8 +39,8 @@ class ZStackInferer(Inferer):
 
     With a 2-value `roi_size` the network is 2D: each output plane sees its `context`
     neighbours each side as channels (0 plain 2D, 2 the paper's 2.5D) and is tiled by the
-    `OverlapTileInferer` (tiles keep only their core, `margin` of context around it, edge
-    voxels repeated past the image border), `slice_batch` planes at a time, so the result does not depend on
+    `OverlapTileInferer` (tiles keep only their core, `margin` of context toward
+    neighbouring tiles; at the image's own edge a tile stops), `slice_batch` planes at a time, so the result does not depend on
     the tile size or on where the image was cut. With a 3-value `roi_size` the network is 3D,
     tiled by MONAI's `SlidingWindowInferer`, and the halo gives tiles at the slab borders real context.
 
@@ -139,12 +139,17 @@ class ZStackInferer(Inferer):
         """[B, N + 2*context, H, W] -> [B, C, N, H, W]: each plane with its neighbours as channels."""
         window = self.window
         n = volume.shape[1] - 2 * self.context
-        step = max(1, min(self.slice_batch, self.batch_voxels // (volume.shape[2] * volume.shape[3])))
+        height, width = volume.shape[2:]
+        step = max(1, min(self.slice_batch, self.batch_voxels // (height * width)))
+        grow = [(-e) % self.size_multiple for e in (height, width)]
         out = None
         for b in range(volume.shape[0]):
             stacks = volume[b].unfold(0, 2 * self.context + 1, 1).permute(0, 3, 1, 2)
+            if any(grow):
+                stacks = F.pad(stacks, (0, grow[1], 0, grow[0]))
             for s in range(0, n, step):
                 piece = undo_dihedral(window(dihedral(stacks[s : s + step], index), network, *args, **kwargs), index)
+                piece = piece[..., :height, :width]
                 if out is None:
                     out = piece.new_empty((volume.shape[0], piece.shape[1], n, *piece.shape[2:]))
                 out[b, :, s : s + step] = piece.permute(1, 0, 2, 3)

@@ -105,7 +105,12 @@ def _natural_key(path: Path):
 
 
 class TiffVolume(Volume):
-    """A multi-page TIFF or a folder of single-slice TIFFs (natural sort order), read page by page."""
+    """A multi-page TIFF or a folder of single-slice TIFFs (natural sort order), read page by page.
+
+    A multi-page file stays open (one handle per process): TIFF pages are a linked list, so a
+    file reopened for every page would walk the list from the start each time, a cost that
+    grows with the page index (`scripts/benchmark.py tiff-pages`).
+    """
 
     def __init__(self, path: str | os.PathLike) -> None:
         import tifffile
@@ -132,6 +137,32 @@ class TiffVolume(Volume):
         self.shape = (depth,) + first.shape
         self.dtype = first.dtype
         self.meta = {}
+        self._handle = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_handle": None, "_tifffile": None}
+
+    def __setstate__(self, state: dict) -> None:
+        import tifffile
+
+        self.__dict__.update(state, _tifffile=tifffile)
+
+    def _open(self):
+        """This process's open handle of the multi-page file (reopened after a fork)."""
+        if self._handle is None or self._handle[0] != os.getpid():
+            try:
+                self._handle = (os.getpid(), self._tifffile.TiffFile(self.path))
+            except Exception as err:
+                raise VolumeError(f"{self.path}: not a readable TIFF ({err}).") from err
+        return self._handle[1]
+
+    def _file_page(self, index: int) -> np.ndarray:
+        try:
+            return self._open().pages[index].asarray()
+        except VolumeError:
+            raise
+        except Exception as err:
+            raise VolumeError(f"{self.path}: cannot read TIFF page {index} ({err}).") from err
 
     def _page(self, file: Path, index: int) -> np.ndarray:
         try:
@@ -142,7 +173,7 @@ class TiffVolume(Volume):
     def _read(self, z0: int, z1: int, ys: slice, xs: slice) -> np.ndarray:
         out = np.empty((z1 - z0,) + np.empty(self.shape[1:], dtype=np.uint8)[ys, xs].shape, self.dtype)
         for i, z in enumerate(range(z0, z1)):
-            page = self._page(self.files[z], 0) if self.files else self._page(self.path, z)
+            page = self._page(self.files[z], 0) if self.files else self._file_page(z)
             if page.shape != self.shape[1:]:
                 raise VolumeError(f"{self.path}: slice {z} has shape {page.shape}, expected {self.shape[1:]}.")
             out[i] = page[ys, xs]
