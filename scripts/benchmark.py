@@ -9,9 +9,12 @@
     python scripts/benchmark.py compare --shape '[16,512,512]' --ckpt_path models/model.pt
     python scripts/benchmark.py big-volume --source data/bench512/phantom.raw --output data/big/volume.raw --repeats 8
     python scripts/benchmark.py inference --input_path data/big/volume.raw --ckpt_path M --network_def#f0 8
-    python scripts/benchmark.py suite --output docs/benchmark.json --models '{"2.5d": "...", "3d": "..."}'
+    python scripts/benchmark.py suite --output docs/results/benchmark_avx512_bf16.json --models '{"2.5d": "..."}'
+    python scripts/benchmark.py edges|memory|tiff-pages|seamless --output docs/results/NAME.json
+    python scripts/benchmark.py report
 
-`suite` runs the measurements of docs/performance.md in one go and writes them as one JSON file.
+`suite` runs the default-against-fp32 measurements of docs/performance.md for one machine class
+and writes them as one JSON file; `report` re-renders the docs tables from docs/results/.
 """
 
 from __future__ import annotations
@@ -139,6 +142,7 @@ def _inference(input_path: str, ckpt_path: str | None, variant: str, output_dir:
     record = json.loads((Path(output_dir) / f"{volume_stem(input_path)}.provenance.json").read_text())
     segmenting = record["seconds_last_session"]
     return {
+        **overrides,
         "variant": variant,
         "input": str(input_path),
         "shape_zyx": list(volume.shape),
@@ -153,7 +157,6 @@ def _inference(input_path: str, ckpt_path: str | None, variant: str, output_dir:
         "precision": record["runtime"]["precision"],
         "threads": record["runtime"]["threads"],
         "num_workers": record["runtime"]["num_workers"],
-        **overrides,
     }
 
 
@@ -516,6 +519,51 @@ def tiff_pages(pages: int = 4000, size: int = 64, batch: int = 100, output: str 
     _emit({"pages": int(pages), "page_shape": [size, size], "machine": machine(), "rows": rows}, output)
 
 
+def seamless(shape: tuple = (40, 170, 150), roi: tuple = ((14, 22), (37, 141), (3, 77)), output: str | None = None) -> None:
+    """Label agreement of a sub-box, another tile size and another slab size with the whole-volume run, per case.
+
+    Fixed-seed f0=4 networks (2D, 2.5D, 3D) on a phantom; through `run inference` each time. The
+    2D/2.5D overlap-tile path is exact in fp32; bf16, the 3D blended window and multi-axis fusion
+    are measured here, not promised.
+    """
+    from bundle.io import open_volume
+    from bundle.phantom import make_phantom
+    from bundle.variants import VARIANT_NETWORK
+
+    work = _scratch("xct_seamless_")
+    make_phantom(work / "data", tuple(shape), seed=7)
+    scan = str(work / "data" / "phantom.raw")
+    box = tuple(slice(a, b) for a, b in roi)
+    cases = [
+        ("2d", "fp32", {}), ("2d", "bf16", {}), ("2.5d", "fp32", {}), ("2d", "fp32", {"tta": True}),
+        ("2d", "fp32", {"axes": ["z", "y", "x"], "z_halo": 16}), ("3d", "fp32", {}),
+    ]
+    rows = []
+    for n, (variant, precision, extra) in enumerate(cases):
+        torch.manual_seed(4)
+        ckpt = work / f"model_{variant}.pt"
+        torch.save(ModularUNet(f0=4, **VARIANT_NETWORK[variant]).state_dict(), ckpt)
+        base = {"precision": precision, "network_def#f0": 4, **extra}
+        small_tile = {"roi_size": [16, 64, 64]} if variant == "3d" else {"roi_size": [192, 256]}
+
+        def labels(name, ckpt=ckpt, variant=variant, n=n, base=base, **overrides):
+            _inference(scan, str(ckpt), variant, work / f"{n}_{name}", **{**base, **overrides})
+            return open_volume(work / f"{n}_{name}" / "phantom.seg.raw").read()
+
+        whole = labels("whole")
+        rows.append(
+            {
+                "variant": variant,
+                "precision": precision,
+                "levers": ", ".join(f"{k} {v}" for k, v in extra.items() if k != "z_halo") or "none",
+                "roi_vs_whole_pct": round(100 * float((labels("roi", roi=[list(r) for r in roi]) == whole[box]).mean()), 4),
+                "tile_vs_default_pct": round(100 * float((labels("tile", **small_tile) == whole).mean()), 4),
+                "slab_3_vs_auto_pct": round(100 * float((labels("slab", slab=3 if variant != "3d" else 8) == whole).mean()), 4),
+            }
+        )
+    _emit({"shape_zyx": list(shape), "roi": [list(r) for r in roi], "machine": machine(), "rows": rows}, output)
+
+
 def _own_memory_cgroup() -> Path | None:
     """This process's memory cgroup folder (v2 unified or v1 memory controller), if it can be read."""
     for line in Path("/proc/self/cgroup").read_text().splitlines():
@@ -754,6 +802,11 @@ def render(results_dir: str | Path = RESULTS) -> dict[str, str]:
         tables[path.stem] = _suite_table(json.loads(path.read_text()))
     if (results_dir / "edges.json").is_file():
         tables["edges"] = _edges_table(json.loads((results_dir / "edges.json").read_text()))
+    if (results_dir / "seamless.json").is_file():
+        result = json.loads((results_dir / "seamless.json").read_text())
+        keys = ["variant", "precision", "levers", "roi_vs_whole_pct", "tile_vs_default_pct", "slab_3_vs_auto_pct"]
+        tables["seamless"] = (f"Phantom {result['shape_zyx']}, box {result['roi']}; labels equal, %.\n\n"
+                              + _table(keys, [[r[k] for k in keys] for r in result["rows"]]))
     if (results_dir / "tiff_pages.json").is_file():
         result = json.loads((results_dir / "tiff_pages.json").read_text())
         keys = ["first_page", "pages_read", "seconds_one_handle", "seconds_reopened_per_page"]
@@ -807,5 +860,6 @@ if __name__ == "__main__":
             "memory": memory,
             "report": report,
             "tiff-pages": tiff_pages,
+            "seamless": seamless,
         }
     )

@@ -60,7 +60,6 @@ def test_each_study_writes_its_rows_and_an_interrupted_study_resumes(tiny_datase
     assert all(r["mean_iou"] == table[0]["mean_iou"] and r["config"] == table[0]["config"] for r in reused)
     assert len({r["config"] for r in table[6:9]}) == 3
     assert table[10]["mean_iou"] == table[0]["mean_iou"]
-    assert float(table[11]["eval_seconds_per_mvoxel"]) > float(table[10]["eval_seconds_per_mvoxel"])
     markdown = experiment("table", "--results", str(tmp_path / "results.csv"))
     no_residual = next(line for line in markdown.splitlines() if line.startswith("| 2d ablation no_residual |"))
     expected = (float(table[3]["mean_iou"]) - float(table[2]["mean_iou"])) * 100
