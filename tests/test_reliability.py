@@ -160,3 +160,32 @@ def test_a_model_of_another_variant_is_refused_at_load_naming_both(tiny_dataset,
     lines = failing(*inference_args(tiny_dataset, tmp_path / "out", tmp_path / "model.pt"))
     assert lines[-1].startswith("error: CheckpointError:") and "variant: model 2.5d, config 2d" in lines[-1]
     assert "in_channels: model 5, config 1" in lines[-1] and "configs/variants/2.5d.json" in lines[-1]
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGKILL"])
+def test_training_stopped_by_a_signal_resumes_at_the_next_epoch_with_lr_and_best_metric(tiny_dataset, tmp_path, signal_name):
+    import signal
+
+    args = ["run", "training", "--config_file", str(CONFIGS / "train.json"), "--dataset_dir", str(tiny_dataset), "--output_dir",
+            str(tmp_path), "--max_epochs", "40", "--steps_per_epoch", "2", "--batch_size", "2", "--val_interval", "1",
+            "--network_def#f0", "4", "--num_workers", "0", "--crop_size", "[32,32]", "--val_roi", "[256,256]"]
+    checkpoint = tmp_path / "models" / "checkpoint.pt"
+    process = subprocess.Popen([sys.executable, "-m", "monai.bundle", *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        if checkpoint.is_file() and torch.load(checkpoint, weights_only=False)["trainer"]["iteration"] >= 4:
+            break
+        time.sleep(0.05)
+    process.send_signal(getattr(signal, signal_name))
+    process.wait(timeout=120)
+    assert process.returncode != 0, "training finished before it could be stopped"
+    saved = torch.load(checkpoint, weights_only=False)
+    epoch, best = saved["trainer"]["iteration"] // saved["trainer"]["epoch_length"], saved["best_model"]["best"]
+    assert 2 <= epoch < 40 and not list((tmp_path / "models").glob(".*.partial"))
+    result = bundle_run(*[a if a != "40" else str(epoch + 2) for a in args], "--resume", "True")
+    log = result.stdout + result.stderr
+    assert f"Epoch: {epoch + 1}/{epoch + 2}" in log and f"Epoch: {epoch}/" not in log
+    final = torch.load(checkpoint, weights_only=False)
+    assert final["trainer"]["iteration"] == (epoch + 2) * 2
+    assert final["lr_scheduler"]["last_epoch"] == saved["lr_scheduler"]["last_epoch"] + 2
+    assert final["best_model"]["best"] >= best
