@@ -477,15 +477,20 @@ def edges(dataset_dir: str = str(ROOT / "demo"), ckpt_path: str = str(ROOT / "mo
     _emit(result, output)
 
 
+def _write_atomically(path: str | Path, text: str) -> None:
+    """Write `text` to `path` under a temporary name, then rename: never a half-written file."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.partial")
+    tmp.write_text(text)
+    os.replace(tmp, out)
+
+
 def _emit(result: dict, output: str | None) -> None:
     """Print `result` as JSON and, with `output`, write it there atomically."""
     text = json.dumps(result, indent=2) + "\n"
     if output:
-        out = Path(output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.partial")
-        tmp.write_text(text)
-        os.replace(tmp, out)
+        _write_atomically(output, text)
     print(text, end="")
 
 
@@ -728,12 +733,7 @@ def suite(
         result["big_volume"] = _inference(
             big_volume_path, big_ckpt_path, "2d", work / "out_big", **{"network_def#f0": int(big_f0)}
         )
-    out = Path(output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, out)
-    print(json.dumps(result, indent=2))
+    _emit(result, output)
 
 
 RESULTS = ROOT / "docs" / "results"
@@ -837,9 +837,7 @@ def report(docs_dir: str = str(ROOT / "docs"), results_dir: str = str(RESULTS)) 
     """Re-render the tables of docs/*.md from docs/results/ (the drift test checks they are up to date)."""
     for page, text in rendered_docs(docs_dir, results_dir).items():
         if page.read_text() != text:
-            tmp = page.with_name(f".{page.name}.partial")
-            tmp.write_text(text)
-            os.replace(tmp, page)
+            _write_atomically(page, text)
             print(f"updated {page}")
 
 
