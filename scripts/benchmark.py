@@ -11,6 +11,7 @@
     python scripts/benchmark.py inference --input_path data/big/volume.raw --ckpt_path M --network_def#f0 8
     python scripts/benchmark.py suite --output docs/results/benchmark_avx512_bf16.json --models '{"2.5d": "..."}'
     python scripts/benchmark.py edges|memory|tiff-pages|seamless --output docs/results/NAME.json
+    python scripts/benchmark.py backends --output docs/results/backends_avx512_bf16.json
     python scripts/benchmark.py report
 
 `suite` runs the default-against-fp32 measurements of docs/performance.md for one machine class
@@ -154,7 +155,8 @@ def _inference(input_path: str, ckpt_path: str | None, variant: str, output_dir:
         "voxels_per_s": round(voxels / segmenting),
         "voxels_per_s_incl_startup": round(voxels / seconds),
         "peak_rss_mib": round(peak_mib, 1),
-        "precision": record["runtime"]["precision"],
+        "precision": record["precision"],
+        "backend": record.get("backend"),
         "threads": record["runtime"]["threads"],
         "num_workers": record["runtime"]["num_workers"],
     }
@@ -679,12 +681,14 @@ def suite(
     train_batch: int = 10,
     train_variants: tuple = ("2d",),
     skip_compare: bool = False,
+    backend: str = "auto",
 ) -> None:
     """Every measurement of docs/performance.md in one run, written to `output` (JSON, atomically).
 
-    Each inference and training figure of the defaults (`precision auto`) is taken beside the explicit
-    fp32 run, in the same run on the same machine; training goes through the real `run training`
-    workflow. `models` maps variants to checkpoints (the 2D default is models/model.pt);
+    Each inference and training figure of the defaults (`precision auto`, inference `--backend backend`) is
+    taken beside the explicit fp32 run on torch (the reference path), in the same run on the same machine;
+    training goes through the real `run training` workflow. OpenVINO ignores `ONEDNN_MAX_CPU_ISA`, so an
+    emulated class is measured with `--backend torch`. `models` maps variants to checkpoints (the 2D default is models/model.pt);
     `big_volume_path` with a small `big_f0` checkpoint measures peak RSS on a volume of several GiB.
     To measure the AVX2-only class on a newer CPU, run it under `ONEDNN_MAX_CPU_ISA=AVX2
     ATEN_CPU_CAPABILITY=avx2` (recorded as `machine.emulated_isa`).
@@ -703,6 +707,7 @@ def suite(
             "float32": round(_matmul_flops(2048, torch.float32, 10) / 1e9, 1),
         },
         "flops_per_voxel": {},
+        "backend_requested": backend,
         "inference": [],
         "train_workflow": [],
     }
@@ -715,8 +720,9 @@ def suite(
         result["compare_2d"] = _compare(compare_shape, checkpoints["2d"], repeats)
     for variant, ckpt in checkpoints.items():
         for precision in ("auto", "fp32"):
+            settings = {"precision": precision, "backend": backend if precision == "auto" else "torch"}
             runs = [
-                _inference(str(work / "data" / "phantom.raw"), ckpt, variant, work / f"out_{variant}_{precision}_{i}", precision=precision)
+                _inference(str(work / "data" / "phantom.raw"), ckpt, variant, work / f"out_{variant}_{precision}_{i}", **settings)
                 for i in range(repeats)
             ]
             median = _median_run(runs, "seconds_segmenting")
@@ -733,6 +739,121 @@ def suite(
         result["big_volume"] = _inference(
             big_volume_path, big_ckpt_path, "2d", work / "out_big", **{"network_def#f0": int(big_f0)}
         )
+    _emit(result, output)
+
+
+def _backend_rows(native_bf16: bool) -> list[tuple[str, str]]:
+    """(backend, precision) pairs worth measuring here: bf16 only where native, packages only where installed."""
+    from bundle.backends import missing_package
+
+    rows = [("torch", "fp32")] + ([("torch", "bf16")] if native_bf16 else [])
+    if missing_package("onnxruntime") is None:
+        rows.append(("onnxruntime", "fp32"))
+    if missing_package("openvino") is None:
+        rows += [("openvino", "fp32")] + ([("openvino", "bf16")] if native_bf16 else [])
+        if missing_package("int8") is None:
+            rows.append(("openvino", "int8"))
+    return rows + [("auto", "auto")]
+
+
+def _forward_rate(backend: str, precision: str, ckpt_path: str, batch: int, size: int, repeats: int, cache: Path) -> dict:
+    """Voxels/s of the resolved backend's forward pass alone on a [batch, 1, size, size] input, best of `repeats`."""
+    from bundle.checkpoints import file_sha256, load_weights
+    from bundle.inference import calibration_batches
+    from bundle.networks import inference_ready
+    from bundle.runtime import resolve_backend, resolve_runtime
+
+    runtime = resolve_runtime("cpu", precision)
+    net = inference_ready(load_weights(ModularUNet(), ckpt_path), True, True)
+    calibration_volume = cache / "calibration" / "phantom.raw"
+    if not calibration_volume.exists():
+        from bundle.phantom import make_phantom
+
+        make_phantom(calibration_volume.parent, (48, 256, 256), seed=5)
+    choice = resolve_backend(
+        backend, net, runtime, file_sha256(ckpt_path), 1, 2, (size, size),
+        lambda: calibration_batches(calibration_volume, [0.0, 255.0], 1, 2, (size, size)), cache,
+    )
+    x = torch.rand(batch, 1, size, size, generator=torch.Generator().manual_seed(0))
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(choice.autocast_precision)
+    times = []
+    with torch.inference_mode(), torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        for _ in range(repeats + 1):
+            start = time.perf_counter()
+            choice.network(x)
+            times.append(time.perf_counter() - start)
+    return {"backend": choice.name, "precision": choice.precision, "voxels_per_s": round(x.numel() / min(times[1:]))}
+
+
+def _score(prediction: Path, dataset_dir: Path, output_dir: Path) -> dict:
+    """Test-slice IoU (%) of a segmentation file through the evaluate workflow's `--prediction_path` scoring."""
+    command = [sys.executable, "-m", "monai.bundle", "run", "evaluate", "--config_file", str(ROOT / "configs" / "evaluate.json"),
+               "--dataset_dir", str(dataset_dir), "--prediction_path", str(prediction), "--output_dir", str(output_dir),
+               "--write_volumes", "False"]
+    _run_child(command)
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    return {**{k: round(100 * v, 2) for k, v in metrics["iou"].items()}, "mean": round(100 * metrics["mean_iou"], 2)}
+
+
+def backends(
+    output: str | None = None,
+    ckpt_path: str = str(ROOT / "models" / "model.pt"),
+    speed_shape: tuple = (32, 512, 512),
+    quality_shape: tuple = (128, 256, 256),
+    quality_seeds: tuple = (0, 11),
+    forward_batch: int = 4,
+    forward_size: int = 512,
+    repeats: int = 3,
+) -> None:
+    """Backend x precision on this machine: forward pass alone, `run inference` file to file with peak RSS, and quality.
+
+    Rows: torch fp32, torch bf16 (native only), ONNX Runtime fp32, OpenVINO fp32 / bf16 (native only) / int8, and the
+    default (`--backend auto --precision auto`). Speed: a phantom of `speed_shape` (seed 11), the median of `repeats`
+    file-to-file runs. Quality: each row segments phantoms of `quality_shape` for each of `quality_seeds` (seed 0 is
+    the demo phantom) and the evaluate workflow scores their test slices; label agreement is against torch fp32.
+    int8 is calibrated on 10 batches of 4 slices of a separate phantom (seed 5) in the forward timing, and on the
+    volume it segments in the file-to-file runs (the bundle's default).
+    """
+    from bundle.io import open_volume
+    from bundle.phantom import make_phantom
+
+    work = _scratch("xct_backends_")
+    cache = work / "cache"
+    os.environ["XCT_CACHE_DIR"] = str(cache)
+    info = machine()
+    make_phantom(work / "speed", tuple(speed_shape), seed=11)
+    for seed in quality_seeds:
+        make_phantom(work / f"seed{seed}", tuple(quality_shape), seed=seed)
+    rows = []
+    for backend, precision in _backend_rows(info["cpu_native_bf16"]):
+        row = {"backend_requested": backend, "precision_requested": precision}
+        row["forward"] = _forward_rate(backend, precision, ckpt_path, forward_batch, forward_size, repeats, cache)
+        settings = {"backend": backend, "precision": precision}
+        runs = [_inference(str(work / "speed" / "phantom.raw"), ckpt_path, "2d", work / f"out_{backend}_{precision}_{i}", **settings)
+                for i in range(repeats)]
+        row["file_to_file"] = _median_run(runs, "seconds_segmenting")
+        record = json.loads((work / f"out_{backend}_{precision}_0" / "phantom.provenance.json").read_text())
+        row["backend"], row["precision"] = record["backend"], record["precision"]
+        row["quality"] = {}
+        for seed in quality_seeds:
+            out = work / f"quality_{seed}_{backend}_{precision}"
+            _inference(str(work / f"seed{seed}" / "phantom.raw"), ckpt_path, "2d", out, **settings)
+            row["quality"][str(seed)] = {"iou": _score(out / "phantom.seg.raw", work / f"seed{seed}", out / "evaluate")}
+        rows.append(row)
+    reference = {str(seed): open_volume(work / f"quality_{seed}_torch_fp32" / "phantom.seg.raw").read() for seed in quality_seeds}
+    for row in rows:
+        for seed, labels in reference.items():
+            seg = open_volume(work / f"quality_{seed}_{row['backend_requested']}_{row['precision_requested']}" / "phantom.seg.raw").read()
+            row["quality"][seed]["labels_equal_to_torch_fp32_pct"] = round(100 * float((seg == labels).mean()), 3)
+    result = {
+        "machine": info,
+        "model": str(Path(ckpt_path).relative_to(ROOT) if Path(ckpt_path).is_relative_to(ROOT) else ckpt_path),
+        "speed_input": f"phantom seed 11, {list(speed_shape)}",
+        "quality_input": f"phantoms seeds {list(quality_seeds)}, {list(quality_shape)}, test slices",
+        "forward_input": [forward_batch, 1, forward_size, forward_size],
+        "versions": {name: __import__("bundle.backends", fromlist=["x"]).backend_version(name) for name in ("torch", "openvino", "onnxruntime", "int8")},
+        "rows": rows,
+    }
     _emit(result, output)
 
 
@@ -759,7 +880,7 @@ def _suite_table(result: dict) -> str:
     inference = {(r["variant"], r["precision_requested"]): r for r in result["inference"]}
     for variant in dict.fromkeys(r["variant"] for r in result["inference"]):
         auto, fp32 = inference[(variant, "auto")], inference[(variant, "fp32")]
-        rows.append([f"{variant} inference, Mvox/s file to file ({auto['input']})", f"{auto['voxels_per_s'] / 1e6:.3f} ({auto['precision']})",
+        rows.append([f"{variant} inference, Mvox/s file to file ({auto['input']})", f"{auto['voxels_per_s'] / 1e6:.3f} ({' '.join(filter(None, (auto.get('backend'), auto['precision'])))})",
                      f"{fp32['voxels_per_s'] / 1e6:.3f}", f"{auto['voxels_per_s'] / fp32['voxels_per_s']:.2f}x"])
         rows.append([f"{variant} inference, peak RSS MiB", auto["peak_rss_mib"], fp32["peak_rss_mib"], ""])
     training = {(r["variant"], r["precision_requested"]): r for r in result["train_workflow"]}
@@ -769,7 +890,8 @@ def _suite_table(result: dict) -> str:
         rows.append([label, f"{auto['seconds_per_step']} ({auto['precision']})", fp32["seconds_per_step"],
                      f"{fp32['seconds_per_step'] / auto['seconds_per_step']:.2f}x"])
         rows.append([f"{variant} training, peak RSS MiB", auto["peak_rss_mib"], fp32["peak_rss_mib"], ""])
-    return f"Machine: {_machine_line(result['machine'])}.\n\n" + _table(["measurement", "default (`precision auto`)", "fp32", "default speed-up"], rows)
+    default = "default (`precision auto`" + (", `backend " + result["backend_requested"] + "`)" if "backend_requested" in result else ")")
+    return f"Machine: {_machine_line(result['machine'])}.\n\n" + _table(["measurement", default, "torch fp32", "default speed-up"], rows)
 
 
 def _edges_table(result: dict) -> str:
@@ -794,12 +916,31 @@ def _memory_table(result: dict) -> str:
     return f"Machine: {_machine_line(result['machine'])}.\n\n" + text
 
 
+def _backends_table(result: dict) -> str:
+    rows, fastest = [], max(r["file_to_file"]["voxels_per_s"] for r in result["rows"] if r["precision"] != "int8")
+    fp32 = next(r for r in result["rows"] if (r["backend_requested"], r["precision_requested"]) == ("torch", "fp32"))
+    for r in result["rows"]:
+        asked = "default (auto, auto)" if r["backend_requested"] == "auto" else f"{r['backend_requested']} {r['precision_requested']}"
+        rate = r["file_to_file"]["voxels_per_s"]
+        quality = [f"{q['iou']['mean']:.2f} / {q['iou']['porosity']:.2f} ({q['labels_equal_to_torch_fp32_pct']:.2f} %)" for q in r["quality"].values()]
+        rows.append([asked, f"{r['backend']} {r['precision']}", f"{r['forward']['voxels_per_s'] / 1e6:.3f}", f"{rate / 1e6:.3f}",
+                     f"{rate / fp32['file_to_file']['voxels_per_s']:.2f}x", f"{100 * rate / fastest:.0f} %",
+                     r["file_to_file"]["peak_rss_mib"], *quality])
+    seeds = list(result["rows"][0]["quality"])
+    header = ["asked", "ran", "forward Mvox/s", "file to file Mvox/s", "vs torch fp32", "of fastest float", "peak RSS MiB",
+              *(f"seed {s}: mean / porosity IoU (labels = fp32)" for s in seeds)]
+    return (f"Machine: {_machine_line(result['machine'])}. Forward: {result['forward_input']}; file to file: "
+            f"{result['speed_input']}; quality: {result['quality_input']}.\n\n" + _table(header, rows))
+
+
 def render(results_dir: str | Path = RESULTS) -> dict[str, str]:
     """Every table of docs/ that comes from a results file, by name (the `<!-- table:NAME -->` blocks)."""
     results_dir = Path(results_dir)
     tables = {}
     for path in sorted(results_dir.glob("benchmark_*.json")):
         tables[path.stem] = _suite_table(json.loads(path.read_text()))
+    for path in sorted(results_dir.glob("backends_*.json")):
+        tables[path.stem] = _backends_table(json.loads(path.read_text()))
     if (results_dir / "edges.json").is_file():
         tables["edges"] = _edges_table(json.loads((results_dir / "edges.json").read_text()))
     if (results_dir / "seamless.json").is_file():
@@ -859,5 +1000,6 @@ if __name__ == "__main__":
             "report": report,
             "tiff-pages": tiff_pages,
             "seamless": seamless,
+            "backends": backends,
         }
     )

@@ -8,11 +8,21 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
+from bundle.networks import ModularUNet
 from bundle.phantom import make_phantom
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def export_cache(tmp_path_factory) -> Path:
+    """Exported and quantised models and backend timings of this test session, kept out of the user's cache."""
+    folder = tmp_path_factory.mktemp("xct_cache")
+    os.environ["XCT_CACHE_DIR"] = str(folder)
+    return folder
 
 
 @pytest.fixture(scope="session")
@@ -51,3 +61,35 @@ def run_script(script: str, *args: str, timeout: int = 900) -> str:
 def config_list(*names: str) -> str:
     """A MONAI list of config files, e.g. config_list('train.json', 'variants/3d.json')."""
     return "[" + ",".join(f"'{CONFIGS / n}'" for n in names) + "]"
+
+
+VARIANT_NETS = {"2d": dict(in_channels=1), "2.5d": dict(in_channels=5), "3d": dict(spatial_dims=3)}
+VARIANT_ARGS = {
+    "2d": ["--roi_size", "[256,256]"],
+    "2.5d": ["--roi_size", "[256,256]"],
+    "3d": ["--roi_size", "[16,32,32]", "--z_halo", "4"],
+}
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory):
+    """Untrained but fixed-seed f0=4 weights per variant: inference plumbing does not need a good model."""
+    folder = tmp_path_factory.mktemp("models")
+    paths = {}
+    for variant, kwargs in VARIANT_NETS.items():
+        torch.manual_seed(1)
+        net = ModularUNet(f0=4, **kwargs)
+        net.train()
+        with torch.no_grad():
+            net(torch.rand(4, kwargs.get("in_channels", 1), *(16,) * kwargs.get("spatial_dims", 2)))
+        paths[variant] = folder / f"model_{variant}.pt"
+        torch.save(net.state_dict(), paths[variant])
+    return paths
+
+
+def infer(input_path, output, model, variant="2d", *extra, env=None):
+    configs = ["inference.json"] + ([f"variants/{variant}.json"] if variant != "2d" else [])
+    return bundle_run(
+        "run", "inference", "--config_file", config_list(*configs), "--input_path", str(input_path), "--output_dir", str(output),
+        "--ckpt_path", str(model), "--network_def#f0", "4", *VARIANT_ARGS[variant], *extra, env=env,
+    )

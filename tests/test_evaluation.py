@@ -3,15 +3,14 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import CONFIGS, bundle_run, config_list
-from test_inference import VARIANT_ARGS, models  # noqa: F401
+from conftest import CONFIGS, VARIANT_ARGS, bundle_run, config_list
 
 from bundle.io import open_volume
 from bundle.metrics import confusion_matrix, iou_per_class
 
 
 @pytest.mark.parametrize("variant", ["2d", "2.5d", "3d"])
-def test_evaluate_writes_the_full_report(tiny_dataset, models, tmp_path, variant):  # noqa: F811
+def test_evaluate_writes_the_full_report(tiny_dataset, models, tmp_path, variant):
     configs = ["evaluate.json"] + ([f"variants/{variant}.json"] if variant != "2d" else [])
     bundle_run("run", "evaluate", "--config_file", config_list(*configs), "--dataset_dir", str(tiny_dataset), "--output_dir", str(tmp_path),
                "--ckpt_path", str(models[variant]), "--network_def#f0", "4", *VARIANT_ARGS[variant])
@@ -52,7 +51,7 @@ def test_configs_share_one_network_definition():
     assert definitions[0] == definitions[1] == definitions[2]
 
 
-def test_ckpt_export_gives_the_same_labels(models, tmp_path):  # noqa: F811
+def test_ckpt_export_gives_the_same_labels(models, tmp_path):
     bundle_run("ckpt_export", "network_def", "--filepath", str(tmp_path / "model.ts"), "--ckpt_file", str(models["2d"]),
                "--meta_file", str(CONFIGS / "metadata.json"), "--config_file", str(CONFIGS / "inference.json"),
                "--network_def#f0", "4", "--use_trace", "True", "--input_shape", "[1, 1, 64, 64]")

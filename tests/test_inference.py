@@ -8,43 +8,12 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import CONFIGS, ROOT, bundle_run, config_list
+from conftest import CONFIGS, ROOT, VARIANT_NETS, config_list, infer
 
 from bundle.inference import normalise_grey
 from bundle.io import open_volume
 from bundle.networks import ModularUNet
 from bundle.phantom import make_phantom
-
-VARIANT_NETS = {"2d": dict(in_channels=1), "2.5d": dict(in_channels=5), "3d": dict(spatial_dims=3)}
-VARIANT_ARGS = {
-    "2d": ["--roi_size", "[256,256]"],
-    "2.5d": ["--roi_size", "[256,256]"],
-    "3d": ["--roi_size", "[16,32,32]", "--z_halo", "4"],
-}
-
-
-@pytest.fixture(scope="session")
-def models(tmp_path_factory):
-    """Untrained but fixed-seed f0=4 weights per variant: inference plumbing does not need a good model."""
-    folder = tmp_path_factory.mktemp("models")
-    paths = {}
-    for variant, kwargs in VARIANT_NETS.items():
-        torch.manual_seed(1)
-        net = ModularUNet(f0=4, **kwargs)
-        net.train()
-        with torch.no_grad():
-            net(torch.rand(4, kwargs.get("in_channels", 1), *(16,) * kwargs.get("spatial_dims", 2)))
-        paths[variant] = folder / f"model_{variant}.pt"
-        torch.save(net.state_dict(), paths[variant])
-    return paths
-
-
-def infer(input_path, output, model, variant="2d", *extra, env=None):
-    configs = ["inference.json"] + ([f"variants/{variant}.json"] if variant != "2d" else [])
-    return bundle_run(
-        "run", "inference", "--config_file", config_list(*configs), "--input_path", str(input_path), "--output_dir", str(output),
-        "--ckpt_path", str(model), "--network_def#f0", "4", *VARIANT_ARGS[variant], *extra, env=env,
-    )
 
 
 @pytest.mark.parametrize("variant", VARIANT_NETS)

@@ -1,7 +1,6 @@
 import pytest
 import torch
 from conftest import bundle_run, config_list
-from test_inference import models  # noqa: F401
 
 from bundle.inference.zstack import ZStackInferer, dihedral, undo_dihedral
 
@@ -64,7 +63,7 @@ def test_multi_axis_fusion_gives_the_expected_mean_of_probabilities():
     torch.testing.assert_close(fused, expected[:, None, None, None].expand_as(fused), atol=1e-6, rtol=1e-5)
 
 
-def test_quality_overlay_runs_end_to_end(tiny_dataset, models, tmp_path):  # noqa: F811
+def test_quality_overlay_runs_end_to_end(tiny_dataset, models, tmp_path):
     bundle_run("run", "inference", "--config_file", config_list("inference.json", "quality/multi_axis.json", "quality/tta.json"), "--input_path", str(tiny_dataset / "phantom.raw"),
                "--output_dir", str(tmp_path), "--ckpt_path", str(models["2d"]), "--network_def#f0", "4", "--roi_size", "[256,256]", "--slab", "16",
                "--roi", "[[0,16],[0,64],[0,64]]")

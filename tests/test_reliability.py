@@ -47,23 +47,25 @@ def kill_after(args, progress, slabs: int) -> None:
     assert list(progress.glob("slab_*")) and process.returncode != 0, "the run finished before it could be interrupted"
 
 
-def test_resume_refuses_another_model_or_precision_naming_it_and_overwrite_starts_over(tiny_dataset, tmp_path, model):
+def test_resume_refuses_another_model_precision_or_backend_naming_it_and_overwrite_starts_over(tiny_dataset, tmp_path, model):
     out, progress = tmp_path / "out", tmp_path / "out" / ".phantom.progress"
-    args = inference_args(tiny_dataset, out, model, "--slab", "1", "--precision", "fp32")
-    kill_after(args, progress, 2)
+    settings = ("--slab", "1", "--precision", "fp32", "--backend", "torch")
+    kill_after(inference_args(tiny_dataset, out, model, *settings), progress, 2)
     other = tmp_path / "other.pt"
     torch.manual_seed(3)
     torch.save(ModularUNet(f0=4).state_dict(), other)
-    lines = failing(*inference_args(tiny_dataset, out, other, "--slab", "1", "--precision", "fp32"))
+    lines = failing(*inference_args(tiny_dataset, out, other, *settings))
     assert lines[-1].startswith("error: ResumeMismatchError:") and "model_sha256: was" in lines[-1] and "--overwrite True" in lines[-1]
-    lines = failing(*inference_args(tiny_dataset, out, model, "--slab", "1", "--precision", "bf16"))
+    lines = failing(*inference_args(tiny_dataset, out, model, "--slab", "1", "--precision", "bf16", "--backend", "torch"))
     assert "precision: was 'fp32', now 'bf16'" in lines[-1]
-    lines = failing(*inference_args(tiny_dataset, out, model, "--slab", "1", "--precision", "fp32", "--tta", "True"))
+    lines = failing(*inference_args(tiny_dataset, out, model, "--slab", "1", "--precision", "fp32", "--backend", "openvino"))
+    assert "backend: was 'torch', now 'openvino'" in lines[-1]
+    lines = failing(*inference_args(tiny_dataset, out, model, *settings, "--tta", "True"))
     assert "tta: was False, now True" in lines[-1]
     assert not (out / "phantom.seg.raw").exists()
-    bundle_run(*inference_args(tiny_dataset, out, other, "--slab", "1", "--precision", "fp32", "--overwrite", "True"))
+    bundle_run(*inference_args(tiny_dataset, out, other, *settings, "--overwrite", "True"))
     reference = tmp_path / "reference"
-    bundle_run(*inference_args(tiny_dataset, reference, other, "--slab", "1", "--precision", "fp32"))
+    bundle_run(*inference_args(tiny_dataset, reference, other, *settings))
     assert (out / "phantom.seg.raw").read_bytes() == (reference / "phantom.seg.raw").read_bytes() and not progress.exists()
 
 
@@ -104,7 +106,7 @@ def test_booleans_in_every_config_accept_false_in_any_spelling(tiny_dataset, tmp
         parser = ConfigParser(config)
         parser.update({"input_path": str(tiny_dataset / "phantom.raw"), "output_dir": str(tmp_path), "ckpt_path": str(model),
                        "network_def#f0": 4, **{k: spelling for k in booleans}})
-        network = parser.get_parsed_content("network")
+        network = parser.get_parsed_content("torch_network")
         assert any(isinstance(m, torch.nn.BatchNorm2d) for m in network.modules()), f"--fold_bn {spelling} still folded"
         wide = next(m for m in network.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.shape[1] > 1)
         assert wide.weight.is_contiguous(), f"--channels_last {spelling} still converted the network"

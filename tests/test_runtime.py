@@ -74,7 +74,7 @@ def test_forcing_a_native_or_full_precision_does_not_warn(monkeypatch, caplog):
 
 
 def test_unknown_precisions_are_refused_by_name():
-    with pytest.raises(ValueError, match="precision must be one of auto, bf16, fp16, fp32, got 'int4'"):
+    with pytest.raises(ValueError, match="precision must be one of auto, bf16, fp16, fp32, int8, got 'int4'"):
         runtime.resolve_precision("int4", "cpu")
     with pytest.raises(ValueError, match="resolved precision"):
         runtime.autocast_dtype("auto")

@@ -1,12 +1,14 @@
 """Inferers and streamed segmentation: the z-slab inferer shared by validation, evaluation and inference."""
 
 from .autocast import AutocastInferer
+from .calibration import calibration_batches
 from .streamed import ResumeMismatchError, StreamedSegmentation, StreamedSlabDataset, StreamedWriter, normalise_grey
 from .tiles import OverlapTileInferer, context_margin, receptive_radius, tile_plan
 from .zstack import ZStackInferer
 
 __all__ = [
     "AutocastInferer",
+    "calibration_batches",
     "OverlapTileInferer",
     "ResumeMismatchError",
     "context_margin",
