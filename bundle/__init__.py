@@ -6,9 +6,9 @@
 
 from pathlib import Path
 
-from . import checkpoints, data, errors, handlers, inference, io, losses, metrics, networks, runtime
+from . import backends, checkpoints, data, errors, inference, io, losses, metrics, networks, runtime
 
 BUNDLE_ROOT = str(Path(__file__).resolve().parent.parent)
 errors.install_cause_hook()
 
-__all__ = ["BUNDLE_ROOT", "checkpoints", "data", "errors", "handlers", "inference", "io", "losses", "metrics", "networks", "runtime"]
+__all__ = ["BUNDLE_ROOT", "backends", "checkpoints", "data", "errors", "inference", "io", "losses", "metrics", "networks", "runtime"]

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .io import atomic_path
+from .io import atomic_output, write_atomically
 
 __all__ = [
     "BACKENDS",
@@ -100,16 +100,14 @@ def export_onnx(network: nn.Module, model_sha256: str, in_channels: int, spatial
     exported = copy.deepcopy(network).float().cpu().eval().to(memory_format=torch.contiguous_format)
     sample = torch.rand(1, in_channels, *(32,) * spatial_dims)
     axes = {0: "batch", **{2 + i: "zyx"[3 - spatial_dims + i] for i in range(spatial_dims)}}
-    tmp = atomic_path(path)
     start = time.perf_counter()
-    with warnings.catch_warnings():
+    with atomic_output(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
         convert_to_onnx(
             exported, [sample], input_names=["image"], output_names=["logits"], dynamic_axes={"image": axes, "logits": axes},
             filename=str(tmp), use_trace=True, dynamo=False, opset_version=OPSET,
         )
-    os.replace(tmp, path)
     logger.info("exported the network to %s in %.1f s", path, time.perf_counter() - start)
     return path
 
@@ -136,9 +134,7 @@ def quantize_int8(onnx_path: Path, samples: list[np.ndarray], calibration: dict,
     ov.save_model(quantized, str(tmp), compress_to_fp16=False)
     seconds = round(time.perf_counter() - start, 1)
     record = {**facts, "samples": [list(s.shape) for s in samples], "seconds": seconds, "made": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    sidecar = xml.with_suffix(".calibration.json")
-    atomic_path(sidecar).write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(atomic_path(sidecar), sidecar)
+    sidecar = write_atomically(xml.with_suffix(".calibration.json"), json.dumps(record, indent=1) + "\n")
     os.replace(tmp.with_suffix(".bin"), xml.with_suffix(".bin"))
     os.replace(tmp, xml)
     logger.info("quantised the network to int8 in %.1f s (%s), calibration in %s", seconds, xml, sidecar)

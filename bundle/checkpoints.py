@@ -13,11 +13,12 @@ import logging
 import os
 from pathlib import Path
 
+import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
 
-from .distributed import rank_and_world
 from .flags import as_flag
+from .io import atomic_output, write_atomically
 
 __all__ = [
     "BestModelSaver",
@@ -144,18 +145,13 @@ class ModelSidecarWriter:
         engine.add_event_handler(Events.STARTED, self)
 
     def __call__(self, engine: Engine) -> None:
-        if rank_and_world()[0] == 0:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(".model.json.partial")
-            tmp.write_text(json.dumps(self.content, indent=2) + "\n")
-            os.replace(tmp, self.path)
+        if idist.get_rank() == 0:
+            write_atomically(self.path, json.dumps(self.content, indent=2) + "\n")
 
 
 def _atomic_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        torch.save(obj, tmp)
 
 
 class BestModelSaver:
@@ -183,7 +179,7 @@ class BestModelSaver:
         value = float(engine.state.metrics[self.metric_name])
         if value > self.best:
             self.best = value
-            if rank_and_world()[0] == 0:
+            if idist.get_rank() == 0:
                 target = self.network.module if hasattr(self.network, "module") else self.network
                 _atomic_save(target.state_dict(), self.path)
                 logger.info("new best %s %.4f: saved %s", self.metric_name, value, self.path)
@@ -214,7 +210,7 @@ class ResumableCheckpointSaver:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
-        if rank_and_world()[0] == 0:
+        if idist.get_rank() == 0:
             state = {}
             for name, obj in self.save_dict.items():
                 obj = obj.module if hasattr(obj, "module") else obj

@@ -24,7 +24,16 @@ from .baselines import GreyClassHistogram, grey_bins
 from .data.crops import SlabDataset
 from .figures import class_histogram_figure, confusion_figure, overlay_figure
 from .flags import as_flag
-from .io import RawInfo, atomic_path, ensure_writable_dir, format_sidecar, sidecar_path, volume_stem
+from .io import (
+    RawInfo,
+    atomic_output,
+    atomic_path,
+    ensure_writable_dir,
+    format_sidecar,
+    sidecar_path,
+    volume_stem,
+    write_atomically,
+)
 from .metrics import IGNORE_LABEL, confusion_matrix, metrics_summary
 
 __all__ = ["EvaluationReport", "baseline_confusions"]
@@ -162,20 +171,14 @@ class EvaluationReport:
         logger.info("IoU (%%) on %d test voxels:\n%s", summary["test_voxels"], "\n".join(lines))
 
     def _write_json(self, summary: dict) -> None:
-        path = self.output_dir / "metrics.json"
-        tmp = atomic_path(path)
-        tmp.write_text(json.dumps(summary, indent=2) + "\n")
-        os.replace(tmp, path)
+        write_atomically(self.output_dir / "metrics.json", json.dumps(summary, indent=2) + "\n")
 
     def _write_tables(self, summary: dict) -> None:
         def write(name: str, header: list[str], rows: list[list]) -> None:
-            path = self.output_dir / name
-            tmp = atomic_path(path)
-            with open(tmp, "w", newline="") as f:
+            with atomic_output(self.output_dir / name) as tmp, open(tmp, "w", newline="") as f:
                 writer = csv.writer(f)
                 writer.writerow(header)
                 writer.writerows(rows)
-            os.replace(tmp, path)
 
         rows = [["model"] + [summary["iou"][n] for n in self.class_names] + [summary["mean_iou"]]]
         rows += [[name] + [s["iou"][n] for n in self.class_names] + [s["mean_iou"]] for name, s in summary["baselines"].items()]

@@ -11,16 +11,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-__all__ = ["class_histogram_figure", "confusion_figure", "overlay_figure", "phantom_figure"]
+from .io import atomic_output
+
+__all__ = ["save_figure", "class_histogram_figure", "confusion_figure", "overlay_figure", "phantom_figure"]
 
 
-def _save(fig, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
+    """Save and close `fig`, atomically."""
+    with atomic_output(path, keep_suffix=True) as tmp:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
     plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return Path(path)
 
 
 def overlay_figure(image: np.ndarray, label: np.ndarray, prediction: np.ndarray, path, title: str = "") -> Path:
@@ -37,7 +38,7 @@ def overlay_figure(image: np.ndarray, label: np.ndarray, prediction: np.ndarray,
     axes[1].contourf(error, levels=[0.5, 1.5], colors=["#d62728"], alpha=0.6, hatches=["xx"])
     axes[1].set_title(f"prediction, errors in red cross-hatch ({error.mean() * 100:.2f}% of voxels)", fontsize=9)
     fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def confusion_figure(confusion: dict, class_names: list[str], path, title: str = "") -> Path:
@@ -55,7 +56,7 @@ def confusion_figure(confusion: dict, class_names: list[str], path, title: str =
         ax.set_ylabel("true")
         ax.set_title(f"normalised {name} (%)", fontsize=9)
     fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def class_histogram_figure(counts: np.ndarray, class_names: list[str], path, title: str = "") -> Path:
@@ -74,7 +75,7 @@ def class_histogram_figure(counts: np.ndarray, class_names: list[str], path, tit
             ax.set_yscale("log")
         ax.legend()
     fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def phantom_figure(image: np.ndarray, label: np.ndarray, path, title: str = "") -> Path:
@@ -87,4 +88,4 @@ def phantom_figure(image: np.ndarray, label: np.ndarray, path, title: str = "") 
     for ax in axes:
         ax.set_axis_off()
     fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)

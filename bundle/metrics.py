@@ -1,10 +1,13 @@
-"""Confusion-matrix metrics of the paper's Appendix D, accumulated slab by slab."""
+"""Confusion-matrix metrics of the paper's Appendix D, accumulated slab by slab, and the Ignite metric built on them."""
 
 from __future__ import annotations
 
 import numpy as np
+import torch
+from ignite.metrics import ConfusionMatrix, MetricsLambda
+from monai.handlers import from_engine
 
-__all__ = ["classification_report", "confusion_matrix", "iou_per_class", "metrics_summary", "normalised_confusions"]
+__all__ = ["classification_report", "global_iou", "logits_and_labels", "confusion_matrix", "iou_per_class", "metrics_summary", "normalised_confusions"]
 
 IGNORE_LABEL = 255
 
@@ -100,3 +103,28 @@ def metrics_summary(confusion: np.ndarray, class_names: list[str]) -> dict:
         "report": classification_report(confusion, class_names),
         "confusion": normalised_confusions(confusion),
     }
+
+
+def logits_and_labels(output) -> tuple[torch.Tensor, torch.Tensor]:
+    """An engine's output as Ignite's `ConfusionMatrix` takes it: logits [B, C, ...] and integer labels [B, ...]."""
+    pred, label = from_engine(["pred", "label"])(output)
+    pred = torch.stack(list(pred)) if isinstance(pred, (list, tuple)) else pred
+    label = torch.stack(list(label)) if isinstance(label, (list, tuple)) else label
+    return pred, label[:, 0].long()
+
+
+def global_iou(confusion: ConfusionMatrix, class_index: int | None = None) -> MetricsLambda:
+    """IoU from one confusion matrix over the whole evaluation (not a mean of per-batch IoUs): the mean, or one class.
+
+    The counting is Ignite's `ConfusionMatrix` (labels outside 0..C-1, such as 255 for
+    unannotated voxels, are left out; synchronised under DDP); several of these share one. Not
+    Ignite's `IoU` / `mIoU`: they score a class absent from both prediction and labels as 0 and
+    average it in, so a validation slab without pores would lose a third of its mean; the paper's
+    metric leaves such a class out of the mean (`iou_per_class` gives it NaN).
+    """
+
+    def value(counts: torch.Tensor) -> float:
+        iou = iou_per_class(counts.cpu().numpy())
+        return float(np.nan_to_num(iou[class_index] if class_index is not None else np.nanmean(iou)))
+
+    return MetricsLambda(value, confusion)

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from . import backends
+from .io import write_atomically
 
 __all__ = [
     "PRECISIONS",
@@ -311,13 +312,6 @@ def _read_json(path: Path) -> dict:
         return {}
 
 
-def _write_json(path: Path, record: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
 def _backend_precision(name: str, precision: str) -> str:
     return "fp32" if name == "onnxruntime" else precision
 
@@ -420,7 +414,7 @@ def resolve_backend(
                     timings[name] = round(_probe_seconds(name, forward, sample, _backend_precision(name, runtime.precision)), 4)
             record = _read_json(cache / "backend_timings.json")
             record[key] = {"seconds": timings, "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-            _write_json(cache / "backend_timings.json", record)
+            write_atomically(cache / "backend_timings.json", json.dumps(record, indent=1, sort_keys=True) + "\n")
             origin = "timing"
         chosen = min(timings, key=timings.get)
         shape = "x".join(str(s) for s in (1, in_channels, *probe_shape))

@@ -37,6 +37,7 @@ import fire
 import numpy as np
 import torch
 
+from bundle.io import write_atomically
 from bundle.networks import ModularUNet
 from bundle.variants import VARIANT_NETWORK, ablation_overlays, network_kwargs
 
@@ -479,20 +480,11 @@ def edges(dataset_dir: str = str(ROOT / "demo"), ckpt_path: str = str(ROOT / "mo
     _emit(result, output)
 
 
-def _write_atomically(path: str | Path, text: str) -> None:
-    """Write `text` to `path` under a temporary name, then rename: never a half-written file."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial")
-    tmp.write_text(text)
-    os.replace(tmp, out)
-
-
 def _emit(result: dict, output: str | None) -> None:
     """Print `result` as JSON and, with `output`, write it there atomically."""
     text = json.dumps(result, indent=2) + "\n"
     if output:
-        _write_atomically(output, text)
+        write_atomically(output, text)
     print(text, end="")
 
 
@@ -787,7 +779,8 @@ def _forward_rate(backend: str, precision: str, ckpt_path: str, batch: int, size
 
 def _score(prediction: Path, dataset_dir: Path, output_dir: Path) -> dict:
     """Test-slice IoU (%) of a segmentation file through the evaluate workflow's `--prediction_path` scoring."""
-    command = [sys.executable, "-m", "monai.bundle", "run", "evaluate", "--config_file", str(ROOT / "configs" / "evaluate.json"),
+    command = [sys.executable, "-m", "monai.bundle", "run", "evaluate", "--config_file",
+               "[" + ",".join(f"'{ROOT / 'configs' / name}'" for name in ("inference.json", "evaluate.json")) + "]",
                "--dataset_dir", str(dataset_dir), "--prediction_path", str(prediction), "--output_dir", str(output_dir),
                "--write_volumes", "False"]
     _run_child(command)
@@ -978,7 +971,7 @@ def report(docs_dir: str = str(ROOT / "docs"), results_dir: str = str(RESULTS)) 
     """Re-render the tables of docs/*.md from docs/results/ (the drift test checks they are up to date)."""
     for page, text in rendered_docs(docs_dir, results_dir).items():
         if page.read_text() != text:
-            _write_atomically(page, text)
+            write_atomically(page, text)
             print(f"updated {page}")
 
 

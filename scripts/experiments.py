@@ -30,6 +30,7 @@ from pathlib import Path
 
 import fire
 
+from bundle.figures import save_figure
 from bundle.variants import ablation_overlays, network_kwargs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,7 +69,7 @@ INFERENCE_LEVERS = {
     "tta+multi_axis": ["quality/multi_axis.json", "quality/tta.json"],
 }
 VARIANT_ORDER = ("2d", "2.5d", "3d")
-CONFIG_OF = {"training": "train.json", "evaluate": "evaluate.json"}
+CONFIG_OF = {"training": ["train.json"], "evaluate": ["inference.json", "evaluate.json"]}
 EVALUATE_KEYS = ("roi_size", "z_halo", "slab", "precision")
 
 
@@ -93,7 +94,7 @@ def _append(results: Path, row: dict) -> None:
 
 
 def _config_paths(workflow: str, variant: str, overlays: list[str]) -> list[Path]:
-    files = [CONFIGS / CONFIG_OF[workflow]] + ([CONFIGS / "variants" / f"{variant}.json"] if variant != "2d" else [])
+    files = [CONFIGS / name for name in CONFIG_OF[workflow]] + ([CONFIGS / "variants" / f"{variant}.json"] if variant != "2d" else [])
     return files + [CONFIGS / name for name in overlays]
 
 
@@ -424,7 +425,7 @@ def plot(results: str = "runs/experiments/results.csv", output_dir: str = "docs"
         ax.set_xlabel("trainable parameters")
         ax.set_ylabel("mean IoU (%)")
         ax.legend()
-        written.append(_save(fig, out / "fig5a_variants.png"))
+        written.append(save_figure(fig, out / "fig5a_variants.png"))
     ablations = [r for r in rows if r["study"] == "ablation"]
     if ablations:
         fig, ax = plt.subplots(figsize=(7, 4))
@@ -434,7 +435,7 @@ def plot(results: str = "runs/experiments/results.csv", output_dir: str = "docs"
         ax.set_xscale("log")
         ax.set_xlabel("trainable parameters")
         ax.set_ylabel("mean IoU (%)")
-        written.append(_save(fig, out / "fig5b_ablation.png"))
+        written.append(save_figure(fig, out / "fig5b_ablation.png"))
     curve = sorted(
         (int(r["train_slices"]), float(r["mean_iou"]) * 100, float(r["bin_zero_oc_train_mean"]) * 100)
         for r in rows
@@ -448,7 +449,7 @@ def plot(results: str = "runs/experiments/results.csv", output_dir: str = "docs"
         ax.set_xlabel("annotated train slices")
         ax.set_ylabel("mean IoU (%)")
         ax.legend()
-        written.append(_save(fig, out / "fig6_learning_curve.png"))
+        written.append(save_figure(fig, out / "fig6_learning_curve.png"))
     for path in written:
         print(path)
 
@@ -495,16 +496,6 @@ def table(results: str = "runs/experiments/results.csv") -> None:
             f"\nBin-ZeroOC mean IoU on the same test slices: {pct(rows[0], 'bin_zero_oc_train_mean'):.1f} fitted on the train "
             f"slices, {pct(rows[0], 'bin_zero_oc_test_mean'):.1f} fitted on the test slices themselves."
         )
-
-
-def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
 
 
 if __name__ == "__main__":

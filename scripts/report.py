@@ -8,7 +8,6 @@ orthogonal slices overlaid) and `<stem>.report.html` beside the label volume, or
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import fire
@@ -18,7 +17,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from bundle.io import open_volume, volume_stem
+from bundle.figures import save_figure
+from bundle.io import open_volume, volume_stem, write_atomically
 from bundle.report import materials_report
 
 
@@ -74,10 +74,7 @@ def _page(report: dict, labels, image, path: Path) -> None:
     lines += ["dominant directions (z, y, x) and shares:"]
     lines += [f"  [{', '.join(f'{c:+.2f}' for c in d)}]  {e:.2f}" for d, e in zip(orientation["directions_zyx"], orientation["eigenvalues"])]
     ax.text(0, 1, "\n".join(lines), va="top", family="monospace", fontsize=8)
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
-    fig.savefig(tmp, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path, dpi=100)
 
 
 def make(labels: str, probabilities: str | None = None, image: str | None = None, output_dir: str | None = None,
@@ -102,18 +99,14 @@ def make(labels: str, probabilities: str | None = None, image: str | None = None
     out.mkdir(parents=True, exist_ok=True)
     stem = volume_stem(labels)
     json_path, png_path, html_path = out / f"{stem}.report.json", out / f"{stem}.report.png", out / f"{stem}.report.html"
-    tmp = json_path.with_name(f".{json_path.name}.partial")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, json_path)
+    write_atomically(json_path, json.dumps(report, indent=2) + "\n")
     _page(report, label_volume, image_volume, png_path)
     rows = "".join(f"<tr><td>{n}</td><td>{v * 100:.3f} %</td></tr>" for n, v in report["phases"]["fraction"].items())
     html = (f"<html><head><meta charset='utf-8'><title>{stem} report</title></head><body><h1>{stem}</h1>"
             f"<table border='1'><tr><th>phase</th><th>volume fraction</th></tr>{rows}</table>"
             f"<p>{report['pores']['count']} pores; mean equivalent diameter {report['pores']['equivalent_diameter']['mean']:.2f} {unit}</p>"
             f"<img src='{png_path.name}' style='max-width:100%'><pre>{json.dumps(report['fibre_orientation'], indent=1)}</pre></body></html>")
-    tmp = html_path.with_name(f".{html_path.name}.partial")
-    tmp.write_text(html)
-    os.replace(tmp, html_path)
+    write_atomically(html_path, html)
     print(json_path)
 
 

@@ -11,7 +11,7 @@ from bundle.metrics import confusion_matrix, iou_per_class
 
 @pytest.mark.parametrize("variant", ["2d", "2.5d", "3d"])
 def test_evaluate_writes_the_full_report(tiny_dataset, models, tmp_path, variant):
-    configs = ["evaluate.json"] + ([f"variants/{variant}.json"] if variant != "2d" else [])
+    configs = ["inference.json", "evaluate.json"] + ([f"variants/{variant}.json"] if variant != "2d" else [])
     bundle_run("run", "evaluate", "--config_file", config_list(*configs), "--dataset_dir", str(tiny_dataset), "--output_dir", str(tmp_path),
                "--ckpt_path", str(models[variant]), "--network_def#f0", "4", *VARIANT_ARGS[variant])
     metrics = json.loads((tmp_path / "metrics.json").read_text())
@@ -38,7 +38,7 @@ def test_a_prediction_file_is_scored_without_a_model(tiny_dataset, tmp_path):
     from bundle.io import write_volume
 
     write_volume(tmp_path / "other_tool.raw", prediction)
-    bundle_run("run", "evaluate", "--config_file", str(CONFIGS / "evaluate.json"), "--dataset_dir", str(tiny_dataset),
+    bundle_run("run", "evaluate", "--config_file", config_list("inference.json", "evaluate.json"), "--dataset_dir", str(tiny_dataset),
                "--output_dir", str(tmp_path / "out"), "--prediction_path", str(tmp_path / "other_tool.raw"), "--write_volumes", "false")
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["confusion"]["counts"] == confusion_matrix(prediction, test, 3).tolist()
@@ -46,9 +46,11 @@ def test_a_prediction_file_is_scored_without_a_model(tiny_dataset, tmp_path):
     assert not (tmp_path / "out" / "phantom.test.prediction.raw").exists()
 
 
-def test_configs_share_one_network_definition():
-    definitions = [json.loads((CONFIGS / name).read_text())["network_def"] for name in ("train.json", "inference.json", "evaluate.json")]
-    assert definitions[0] == definitions[1] == definitions[2]
+def test_evaluate_is_an_overlay_sharing_inference_network_and_preprocessing():
+    evaluate = json.loads((CONFIGS / "evaluate.json").read_text())
+    assert not {"network_def", "preprocessing", "slab_inferer", "grey_window", "runtime"} & set(evaluate)
+    definitions = [json.loads((CONFIGS / name).read_text())["network_def"] for name in ("train.json", "inference.json")]
+    assert definitions[0] == definitions[1]
 
 
 def test_ckpt_export_gives_the_same_labels(models, tmp_path):

@@ -2,8 +2,9 @@ import math
 
 import pytest
 import torch
+from conftest import CONFIGS
+from monai.bundle import ConfigParser
 
-from bundle.handlers import PaperLRSchedule
 from bundle.losses import Jaccard2Loss, jaccard2_loss
 
 
@@ -49,8 +50,11 @@ def test_loss_on_logits_has_gradients():
 
 
 def test_paper_schedule_lr_at_epoch_starts():
+    """train.json's scheduler: 1e-3 for 100 epochs, then linear down to 1e-4 over 100 more, stepped per epoch."""
+    parser = ConfigParser(ConfigParser.load_config_file(str(CONFIGS / "train.json")))
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1e-3)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, PaperLRSchedule(200, 0.1))
+    parser.update({"optimizer": optimizer, "max_epochs": 200})
+    scheduler = parser.get_parsed_content("lr_scheduler")
     lrs = {}
     for epoch in range(200):
         lrs[epoch] = optimizer.param_groups[0]["lr"]

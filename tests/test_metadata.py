@@ -46,3 +46,32 @@ def test_variant_metadata_overlays(variant, channels):
     image = parser["_meta_#network_data_format#inputs#image"]
     assert image["num_channels"] == channels
     assert len(image["spatial_shape"]) == (3 if variant == "3d" else 2)
+
+
+def test_shipped_weights_match_large_files_yml():
+    import hashlib
+
+    import yaml
+    from conftest import ROOT
+
+    entries = yaml.safe_load((CONFIGS / "large_files.yml").read_text())["large_files"]
+    assert {e["path"] for e in entries} == {"models/model.pt", "models/model.ts"}
+    for entry in entries:
+        assert entry["hash_type"] == "sha256"
+        assert hashlib.sha256((ROOT / entry["path"]).read_bytes()).hexdigest() == entry["hash_val"], f"{entry['path']} changed"
+
+
+def test_shipped_torchscript_gives_the_labels_of_the_shipped_weights(tiny_dataset):
+    import torch
+    from conftest import ROOT
+
+    from bundle.checkpoints import load_weights
+    from bundle.inference import normalise_grey
+    from bundle.io import open_volume
+    from bundle.networks import ModularUNet
+
+    x = torch.from_numpy(normalise_grey(open_volume(tiny_dataset / "phantom.raw").read(20, 24), [0.0, 255.0]))[:, None]
+    scripted = torch.jit.load(str(ROOT / "models" / "model.ts"))
+    eager = load_weights(ModularUNet(), ROOT / "models" / "model.pt").eval()
+    with torch.inference_mode():
+        assert torch.equal(scripted(x).argmax(1), eager(x).argmax(1))

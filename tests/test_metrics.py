@@ -53,3 +53,23 @@ def test_baselines_on_a_constructed_case():
 def test_grey_bins_of_non_uint8_use_256_bins_of_the_window():
     bins = grey_bins(np.array([0.0, 0.5, 0.999, 2.0, -1.0], np.float32), (0.0, 1.0))
     assert bins.tolist() == [0, 128, 255, 255, 0]
+
+
+def test_global_iou_counts_once_over_all_batches_ignores_255_and_leaves_absent_classes_out():
+    import torch
+    from ignite.engine import Engine
+    from ignite.metrics import ConfusionMatrix
+
+    from bundle.metrics import global_iou, logits_and_labels
+
+    labels = [torch.tensor([[[0, 0, 1, 255]]]), torch.tensor([[[0, 1, 1, 1]]])]
+    predictions = [torch.tensor([0, 1, 1, 2]), torch.tensor([0, 1, 1, 0])]
+    batches = [{"pred": [torch.nn.functional.one_hot(p, 3).T.float()[:, None]], "label": [l]} for p, l in zip(predictions, labels)]
+    engine = Engine(lambda e, batch: batch)
+    confusion = ConfusionMatrix(3, output_transform=logits_and_labels)
+    global_iou(confusion).attach(engine, "mean")
+    global_iou(confusion, 1).attach(engine, "fibre")
+    global_iou(confusion, 2).attach(engine, "pores")
+    metrics = engine.run(batches).metrics
+    assert metrics["fibre"] == pytest.approx(3 / 5) and metrics["pores"] == 0.0
+    assert metrics["mean"] == pytest.approx((2 / 4 + 3 / 5) / 2)

@@ -124,7 +124,7 @@ def test_booleans_of_training_and_evaluation_accept_false(tiny_dataset, tmp_path
     train.update({"dataset_dir": str(tiny_dataset), "output_dir": str(tmp_path), "resume": spelling})
     resume = next(h for h in train.get_parsed_content("train#handlers") if type(h).__name__ == "ResumeFromCheckpoint")
     assert resume.enabled is False
-    config = ConfigParser.load_config_file(str(CONFIGS / "evaluate.json"))
+    config = ConfigParser.load_config_files([str(CONFIGS / "inference.json"), str(CONFIGS / "evaluate.json")])
     booleans = [k for k, v in config.items() if isinstance(v, bool)]
     evaluate = ConfigParser(config)
     evaluate.update({"dataset_dir": str(tiny_dataset), "output_dir": str(tmp_path), "ckpt_path": str(model), "network_def#f0": 4,

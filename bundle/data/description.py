@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import Volume, VolumeError, open_volume
+from ..io import Volume, VolumeError, open_volume, write_atomically
 
 __all__ = [
     "IGNORE_LABEL",
@@ -176,8 +176,4 @@ def check_label_values(label: Volume, num_classes: int, ranges: list[tuple[int, 
 
 def write_dataset_description(directory: str | os.PathLike, volumes: list[dict]) -> Path:
     """Write `dataset.json` atomically."""
-    path = Path(directory) / "dataset.json"
-    tmp = path.with_name(".dataset.json.partial")
-    tmp.write_text(json.dumps({"volumes": volumes}, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_atomically(Path(directory) / "dataset.json", json.dumps({"volumes": volumes}, indent=2) + "\n")

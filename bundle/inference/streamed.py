@@ -32,16 +32,18 @@ import os
 import platform
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import ignite.distributed as idist
 import monai
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
+from monai.transforms import ScaleIntensityRange
+from monai.utils import convert_to_tensor
 
 from ..data.crops import read_with_halo
-from ..distributed import barrier, rank_and_world
 from ..flags import as_flag
 from ..io import (
     RawInfo,
@@ -52,6 +54,7 @@ from ..io import (
     open_volume,
     sidecar_path,
     volume_stem,
+    write_atomically,
     write_volume,
 )
 
@@ -69,10 +72,9 @@ def _gib(size: float) -> str:
 
 
 def normalise_grey(data: np.ndarray, window: Sequence[float]) -> np.ndarray:
-    """Map the grey window [low, high] to [0, 1], clipping; the same rule as training's ScaleIntensityRanged."""
-    low, high = float(window[0]), float(window[1])
-    out = (data.astype(np.float32) - np.float32(low)) / np.float32(high - low)
-    return np.clip(out, 0.0, 1.0, out=out)
+    """Map the grey window [low, high] to [0, 1], clipping: MONAI's `ScaleIntensityRange`, the configs' transform."""
+    scale = ScaleIntensityRange(float(window[0]), float(window[1]), 0.0, 1.0, clip=True, dtype=np.float32)
+    return np.asarray(scale(data.astype(np.float32)))
 
 
 class StreamedSegmentation:
@@ -267,7 +269,7 @@ class StreamedSegmentation:
 
     def prepare(self) -> None:
         """Check space and settings, lock the folder, create (or pick up) the partial outputs."""
-        rank, world = rank_and_world()
+        rank = idist.get_rank()
         if rank == 0:
             ensure_writable_dir(self.output_dir)
             done = self.scan()
@@ -281,10 +283,8 @@ class StreamedSegmentation:
                 for name, path in self.outputs.items():
                     with open(atomic_path(path), "wb") as f:
                         f.truncate(sizes[name])
-                tmp = atomic_path(self._stamp())
-                tmp.write_text(json.dumps(self.facts, indent=1, sort_keys=True))
-                os.replace(tmp, self._stamp())
-        barrier()
+                write_atomically(self._stamp(), json.dumps(self.facts, indent=1, sort_keys=True))
+        idist.barrier()
         if rank:
             self.done = {int(p.name.split("_")[1]) for p in self.progress_dir.glob("slab_*")}
         if self.done:
@@ -298,7 +298,7 @@ class StreamedSegmentation:
 
     def pending(self) -> list[int]:
         """Indices of the slabs this rank still has to segment (the finished ones are read from disk, not redone)."""
-        rank, world = rank_and_world()
+        rank, world = idist.get_rank(), idist.get_world_size()
         done = self.scan()
         return [i for i in range(len(self.slabs)) if i % world == rank and i not in done]
 
@@ -310,8 +310,8 @@ class StreamedSegmentation:
         start = max(0, box.start // step * step - self.margin)
         return start, min(self.volume.shape[axis], -(-box.stop // step) * step + self.margin)
 
-    def read(self, index: int, grey_window: Sequence[float]) -> np.ndarray:
-        """Normalised input of slab `index` with its y/x context, [Z + 2*halo, Y', X'] float32."""
+    def read(self, index: int) -> np.ndarray:
+        """Grey values of slab `index` with its z halo and y/x context, [Z + 2*halo, Y', X']."""
         z0, z1 = self.slabs[index]
         (y0, y1), (x0, x1) = self.context
         data = read_with_halo(self.volume, z0, z1, self.z_halo, slice(y0, y1), slice(x0, x1))
@@ -321,7 +321,7 @@ class StreamedSegmentation:
                 f"{self.input_path}: NaN or infinite grey values, first at z {int(bad[0]) + z0 - self.z_halo} "
                 f"(slab {z0}-{z1}); replace them (e.g. with the matrix grey level) before segmenting."
             )
-        return normalise_grey(data, grey_window)
+        return data
 
     def _planes(self, logits: torch.Tensor) -> dict[str, np.ndarray]:
         """The output arrays of [C, Z, Y, X] logits, computed a few planes at a time to bound temporaries."""
@@ -376,8 +376,8 @@ class StreamedSegmentation:
 
     def finalize(self) -> dict[str, Path]:
         """Sidecars, provenance, rename to the final names (rank 0), and optional format conversion."""
-        barrier()
-        rank, _ = rank_and_world()
+        idist.barrier()
+        rank = idist.get_rank()
         if rank != 0:
             return dict(self.outputs)
         missing = [i for i in range(len(self.slabs)) if not (self.progress_dir / f"slab_{i}").exists()]
@@ -409,9 +409,7 @@ class StreamedSegmentation:
         if self.output_ext != ".raw":
             final = {name: self._convert(name, path) for name, path in final.items()}
             record["outputs"] = {k: str(v) for k, v in final.items()}
-        tmp = atomic_path(self.provenance_path)
-        tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
-        os.replace(tmp, self.provenance_path)
+        write_atomically(self.provenance_path, json.dumps(record, indent=2, default=str) + "\n")
         self._release()
         return final
 
@@ -435,11 +433,13 @@ class StreamedSlabDataset(torch.utils.data.Dataset):
 
     The plan is the slabs still to do, read from the progress markers (without writing) when
     Ignite first asks for the dataset's length, so a resumed epoch is exactly the pending slabs.
+    `transform` is the bundle's `preprocessing` (MONAI dictionary transforms on "image"), the
+    same chain evaluation applies.
     """
 
-    def __init__(self, stream: StreamedSegmentation, grey_window: Sequence[float]) -> None:
+    def __init__(self, stream: StreamedSegmentation, transform: Callable[[dict], dict] | None = None) -> None:
         self.stream = stream
-        self.grey_window = [float(v) for v in grey_window]
+        self.transform = transform
         self.indices: list[int] | None = None
 
     def _plan(self) -> list[int]:
@@ -452,7 +452,10 @@ class StreamedSlabDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         index = self._plan()[i]
-        return {"image": torch.from_numpy(self.stream.read(index, self.grey_window))[None], "slab": index}
+        item = {"image": self.stream.read(index)[None]}
+        if self.transform is not None:
+            item = self.transform(item)
+        return {"image": convert_to_tensor(item["image"], dtype=torch.float32, track_meta=False), "slab": index}
 
 
 class StreamedWriter:
@@ -481,7 +484,7 @@ class StreamedWriter:
     def started(self, engine: Engine) -> None:
         self.stream.prepare()
         pending = self.dataset._plan()
-        if self.progress and rank_and_world()[0] == 0:
+        if self.progress and idist.get_rank() == 0:
             from tqdm import tqdm
 
             plane = self.stream.shape[1] * self.stream.shape[2]
@@ -502,5 +505,5 @@ class StreamedWriter:
         if self._bar is not None:
             self._bar.close()
         self.outputs = self.stream.finalize()
-        if rank_and_world()[0] == 0:
+        if idist.get_rank() == 0:
             logger.info("wrote %s", ", ".join(str(p) for p in self.outputs.values()))

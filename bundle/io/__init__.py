@@ -1,9 +1,10 @@
 """Reading and writing XCT volumes: raw + sidecar, TIFF stacks, NIfTI."""
 
+from .atomic import atomic_output, atomic_path, write_atomically
 from .monai_reader import XCTVolumeReader
 from .monai_writer import XCTVolumeWriter
 from .sidecar import RawInfo, SidecarError, format_sidecar, parse_sidecar, sidecar_path
-from .volumes import Volume, VolumeError, atomic_path, ensure_writable_dir, open_volume, volume_stem, write_volume
+from .volumes import Volume, VolumeError, ensure_writable_dir, open_volume, volume_stem, write_volume
 
 __all__ = [
     "RawInfo",
@@ -12,6 +13,7 @@ __all__ = [
     "VolumeError",
     "XCTVolumeReader",
     "XCTVolumeWriter",
+    "atomic_output",
     "atomic_path",
     "ensure_writable_dir",
     "format_sidecar",
@@ -19,5 +21,6 @@ __all__ = [
     "parse_sidecar",
     "sidecar_path",
     "volume_stem",
+    "write_atomically",
     "write_volume",
 ]

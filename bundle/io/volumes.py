@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_path
 from .sidecar import RawInfo, SidecarError, format_sidecar, parse_sidecar, sidecar_path
 
 __all__ = [
@@ -25,7 +26,6 @@ __all__ = [
     "TiffVolume",
     "Volume",
     "VolumeError",
-    "atomic_path",
     "open_volume",
     "volume_stem",
     "write_volume",
@@ -46,12 +46,6 @@ def volume_stem(path: str | os.PathLike) -> str:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
-
-
-def atomic_path(path: str | os.PathLike) -> Path:
-    """The temporary name a file is written under before being renamed to `path`."""
-    path = Path(path)
-    return path.with_name(f".{path.name}.partial")
 
 
 class Volume:

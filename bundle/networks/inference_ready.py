@@ -2,7 +2,8 @@
 
 In eval mode a BatchNorm is an affine map per channel, so it can be merged into the weights
 and bias of the preceding (transposed) convolution; the network then does the same
-arithmetic in one pass over memory instead of two.
+arithmetic in one pass over memory instead of two. The merge itself is PyTorch's
+`fuse_conv_bn_eval`; this module only knows which pairs the Modular U-Net's blocks hold.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import copy
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..flags import as_flag
 from .blocks import ConvBlock, DownBlock, UpBlock
@@ -18,41 +20,33 @@ from .blocks import ConvBlock, DownBlock, UpBlock
 __all__ = ["fold_batch_norm", "inference_ready"]
 
 
-def _last_conv(module: nn.Module) -> nn.Module:
-    return module[-1] if isinstance(module, nn.Sequential) else module
+def _pairs(module: nn.Module):
+    """(owner, conv name, norm name) of each conv -> norm pair in a block."""
+    if isinstance(module, ConvBlock):
+        yield module, "conv1", "norm1"
+        yield module, "conv2", "norm2"
+        if module.residual is not None:
+            yield module.residual, "0", "1"
+    elif isinstance(module, (DownBlock, UpBlock)) and isinstance(module.op, nn.Sequential):
+        yield module.op, "0", "1"
 
 
-@torch.no_grad()
-def _fold(conv: nn.Module, norm: nn.Module) -> bool:
-    """Merge `norm` (eval-mode BatchNorm) into `conv`; False when `norm` is not a BatchNorm."""
-    if not isinstance(norm, nn.modules.batchnorm._BatchNorm):
-        return False
-    conv = _last_conv(conv)
-    scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
-    shift = norm.bias - norm.running_mean * scale
-    if isinstance(conv, nn.modules.conv._ConvTransposeNd):
-        conv.weight.mul_(scale.view(1, -1, *([1] * (conv.weight.ndim - 2))))
-    else:
-        conv.weight.mul_(scale.view(-1, *([1] * (conv.weight.ndim - 1))))
-    bias = conv.bias if conv.bias is not None else torch.zeros_like(shift)
-    conv.bias = nn.Parameter(bias * scale + shift)
-    return True
+def _fused(conv: nn.Module, norm: nn.BatchNorm2d | nn.BatchNorm3d) -> nn.Module:
+    """`conv` (the last of a separable pair) with `norm` merged by PyTorch's `fuse_conv_bn_eval`."""
+    last = conv[-1] if isinstance(conv, nn.Sequential) else conv
+    fused = fuse_conv_bn_eval(last, norm, transpose=isinstance(last, nn.modules.conv._ConvTransposeNd))
+    return nn.Sequential(*conv[:-1], fused) if isinstance(conv, nn.Sequential) else fused
 
 
 def fold_batch_norm(network: nn.Module) -> nn.Module:
     """A copy of `network` in eval mode with every conv -> BatchNorm pair merged; the original is untouched."""
     network = copy.deepcopy(network).eval()
-    for module in network.modules():
-        if isinstance(module, ConvBlock):
-            if _fold(module.conv1, module.norm1):
-                module.norm1 = nn.Identity()
-            if _fold(module.conv2, module.norm2):
-                module.norm2 = nn.Identity()
-            if module.residual is not None and _fold(module.residual[0], module.residual[1]):
-                module.residual[1] = nn.Identity()
-        elif isinstance(module, (DownBlock, UpBlock)) and isinstance(module.op, nn.Sequential):
-            if _fold(module.op[0], module.op[1]):
-                module.op[1] = nn.Identity()
+    for module in list(network.modules()):
+        for owner, conv_name, norm_name in _pairs(module):
+            norm = getattr(owner, norm_name)
+            if isinstance(norm, nn.modules.batchnorm._BatchNorm):
+                setattr(owner, conv_name, _fused(getattr(owner, conv_name), norm))
+                setattr(owner, norm_name, nn.Identity())
     return network
 
 
