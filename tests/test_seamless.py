@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import CONFIGS, bundle_run, config_list
+from conftest import bundle_run, config_list
 
 from bundle.inference import OverlapTileInferer, context_margin, receptive_radius, tile_plan
 from bundle.io import open_volume
