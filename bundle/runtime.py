@@ -41,6 +41,7 @@ __all__ = [
     "autocast_dtype",
     "cpu_capability",
     "cpu_has_native_bf16",
+    "cpu_model",
     "cpu_has_native_fp16",
     "cuda_capability",
     "resolve_backend",
@@ -295,7 +296,8 @@ def _probe_seconds(name: str, forward: nn.Module, sample: torch.Tensor, precisio
     return min(times[1:])
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name, as /proc/cpuinfo gives it."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -397,7 +399,7 @@ def resolve_backend(
     else:
         versions = {name: backends.backend_version(name) for name in candidates}
         key = json.dumps({
-            "cpu": _cpu_model(), "capability": runtime.cpu_capability, "native_bf16": runtime.cpu_native_bf16,
+            "cpu": cpu_model(), "capability": runtime.cpu_capability, "native_bf16": runtime.cpu_native_bf16,
             "threads": runtime.threads, "model": model_sha256, "in_channels": in_channels, "spatial_dims": spatial_dims,
             "probe_shape": list(probe_shape), "precision": runtime.precision, "versions": versions,
         }, sort_keys=True)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import atexit
 import json
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -254,27 +253,17 @@ def matmul(size: int = 2048, dtype: str = "bfloat16", repeats: int = 10) -> None
 
 def machine() -> dict:
     """The machine class every figure is measured on: CPU capability, native bf16, usable CPUs, threads."""
-    from bundle.runtime import cpu_capability, cpu_has_native_bf16, usable_cpus
+    from bundle.runtime import cpu_capability, cpu_has_native_bf16, cpu_model, usable_cpus
 
     return {
         "cpu_capability": cpu_capability(),
         "cpu_native_bf16": cpu_has_native_bf16(),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "usable_cpus": usable_cpus(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "emulated_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
     }
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def train_workflow(

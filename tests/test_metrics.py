@@ -64,7 +64,7 @@ def test_global_iou_counts_once_over_all_batches_ignores_255_and_leaves_absent_c
 
     labels = [torch.tensor([[[0, 0, 1, 255]]]), torch.tensor([[[0, 1, 1, 1]]])]
     predictions = [torch.tensor([0, 1, 1, 2]), torch.tensor([0, 1, 1, 0])]
-    batches = [{"pred": [torch.nn.functional.one_hot(p, 3).T.float()[:, None]], "label": [l]} for p, l in zip(predictions, labels)]
+    batches = [{"pred": [torch.nn.functional.one_hot(p, 3).T.float()[:, None]], "label": [t]} for p, t in zip(predictions, labels)]
     engine = Engine(lambda e, batch: batch)
     confusion = ConfusionMatrix(3, output_transform=logits_and_labels)
     global_iou(confusion).attach(engine, "mean")
