@@ -1,0 +1,22 @@
+"""The shipped model's quality through the default `run inference`, scored by `run evaluate`: a change that breaks the
+weights, the pre-processing, the tiling or a backend cannot land."""
+
+import json
+
+from conftest import bundle_run, config_list
+
+from bundle.phantom import make_phantom
+
+# measured on this phantom (seed 0, the demo's generator settings, 48 x 128 x 128) with the default backend and
+# precision: FLOORS sit a few points under it
+FLOORS = {"matrix": 0.96, "fibre": 0.90, "porosity": 0.70}
+
+
+def test_shipped_model_through_default_run_inference_keeps_its_quality(tmp_path):
+    make_phantom(tmp_path / "data", (48, 128, 128), seed=0)
+    bundle_run("run", "inference", "--config_file", config_list("inference.json"), "--input_path", str(tmp_path / "data" / "phantom.raw"),
+               "--output_dir", str(tmp_path / "out"), "--progress", "False")
+    bundle_run("run", "evaluate", "--config_file", config_list("inference.json", "evaluate.json"), "--dataset_dir", str(tmp_path / "data"),
+               "--prediction_path", str(tmp_path / "out" / "phantom.seg.raw"), "--output_dir", str(tmp_path / "eval"), "--write_volumes", "False")
+    iou = json.loads((tmp_path / "eval" / "metrics.json").read_text())["iou"]
+    assert all(iou[name] > floor for name, floor in FLOORS.items()), iou
