@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import ignite.distributed as idist
 import numpy as np
 import torch
 from torch import nn
@@ -403,10 +404,8 @@ def resolve_backend(
             "threads": runtime.threads, "model": model_sha256, "in_channels": in_channels, "spatial_dims": spatial_dims,
             "probe_shape": list(probe_shape), "precision": runtime.precision, "versions": versions,
         }, sort_keys=True)
-        record = _read_json(cache / "backend_timings.json")
-        timings = record.get(key, {}).get("seconds")
-        origin = "cached timing"
-        if not timings:
+        timings, origin = _read_json(cache / "backend_timings.json").get(key, {}).get("seconds"), "cached timing"
+        if not timings and idist.get_rank() == 0:
             generator = torch.Generator().manual_seed(0)
             sample = torch.rand(1, in_channels, *probe_shape, generator=generator)
             timings = {}
@@ -418,6 +417,10 @@ def resolve_backend(
             record[key] = {"seconds": timings, "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
             write_atomically(cache / "backend_timings.json", json.dumps(record, indent=1, sort_keys=True) + "\n")
             origin = "timing"
+        if idist.get_world_size() > 1:
+            timings = json.loads(idist.broadcast(json.dumps(timings or {}), src=0, safe_mode=True))
+        if not timings:
+            return warn_fallback("; ".join(notes) or "no backend could be timed")
         chosen = min(timings, key=timings.get)
         shape = "x".join(str(s) for s in (1, in_channels, *probe_shape))
         reason = f"fastest in a {origin} of one {shape} forward pass here: " + ", ".join(

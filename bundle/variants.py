@@ -8,7 +8,22 @@ from pathlib import Path
 __all__ = ["VARIANT_NETWORK", "ablation_overlays", "network_kwargs"]
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-VARIANT_NETWORK = {"2d": {"spatial_dims": 2, "in_channels": 1}, "2.5d": {"spatial_dims": 2, "in_channels": 5}, "3d": {"spatial_dims": 3, "in_channels": 1}}
+
+
+def _overlay_keys(overlay: dict) -> dict:
+    return {key.split("#", 1)[1]: value for key, value in overlay.items() if key.startswith("network_def#")}
+
+
+def _variant_networks() -> dict[str, dict]:
+    """Dimensions and input channels of the base network (train.json, the 2D default) and of each variant overlay."""
+    base = json.loads((CONFIGS / "train.json").read_text())["network_def"]
+    base = {"spatial_dims": base["spatial_dims"], "in_channels": base["in_channels"]}
+    files = [path for path in sorted((CONFIGS / "variants").glob("*.json")) if not path.name.endswith(".metadata.json")]
+    overlays = {path.name[: -len(".json")]: json.loads(path.read_text()) for path in files}
+    return {"2d": base} | {name: {**base, **_overlay_keys(overlay)} for name, overlay in overlays.items()}
+
+
+VARIANT_NETWORK = _variant_networks()
 
 
 def ablation_overlays() -> dict[str, dict]:
@@ -18,5 +33,4 @@ def ablation_overlays() -> dict[str, dict]:
 
 def network_kwargs(variant: str, overlay: dict | None = None) -> dict:
     """ModularUNet arguments of a variant with the `network_def#...` keys of an overlay applied."""
-    extra = {key.split("#", 1)[1]: value for key, value in (overlay or {}).items() if key.startswith("network_def#")}
-    return {**VARIANT_NETWORK[variant], **extra}
+    return {**VARIANT_NETWORK[variant], **_overlay_keys(overlay or {})}

@@ -915,6 +915,20 @@ def _backends_table(result: dict) -> str:
             f"{result['speed_input']}; quality: {result['quality_input']}.\n\n" + _table(header, rows))
 
 
+def _model_card_table(result: dict) -> str:
+    """Per-class IoU of the shipped model along the default path and the torch fp32 reference, per phantom."""
+    rows = []
+    for r in result["rows"]:
+        if (r["backend_requested"], r["precision_requested"]) not in (("auto", "auto"), ("torch", "fp32")):
+            continue
+        path = f"default ({r['backend']} {r['precision']})" if r["backend_requested"] == "auto" else "torch fp32"
+        for seed, q in r["quality"].items():
+            rows.append([f"phantom seed {seed}" + (" (the demo)" if seed == "0" else ""), path,
+                         *(q["iou"][k] for k in ("matrix", "fibre", "porosity", "mean"))])
+    return (f"{result['quality_input']}; {_machine_line(result['machine'])}.\n\n"
+            + _table(["data", "path", "matrix", "fibre", "porosity", "mean"], rows))
+
+
 def render(results_dir: str | Path = RESULTS) -> dict[str, str]:
     """Every table of docs/ that comes from a results file, by name (the `<!-- table:NAME -->` blocks)."""
     results_dir = Path(results_dir)
@@ -923,6 +937,7 @@ def render(results_dir: str | Path = RESULTS) -> dict[str, str]:
         tables[path.stem] = _suite_table(json.loads(path.read_text()))
     for path in sorted(results_dir.glob("backends_*.json")):
         tables[path.stem] = _backends_table(json.loads(path.read_text()))
+        tables[f"model_card_{path.stem}"] = _model_card_table(json.loads(path.read_text()))
     if (results_dir / "edges.json").is_file():
         tables["edges"] = _edges_table(json.loads((results_dir / "edges.json").read_text()))
     if (results_dir / "seamless.json").is_file():
