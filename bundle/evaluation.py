@@ -19,8 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
+from monai.inferers import Inferer, SimpleInferer
 
 from .baselines import GreyClassHistogram, grey_bins
+from .checkpoints import load_weights, read_model_sidecar
 from .data.crops import SlabDataset
 from .figures import class_histogram_figure, confusion_figure, overlay_figure
 from .flags import as_flag
@@ -35,10 +37,43 @@ from .io import (
     write_atomically,
 )
 from .metrics import IGNORE_LABEL, confusion_matrix, metrics_summary
+from .networks import inference_ready
 
-__all__ = ["EvaluationReport", "baseline_confusions"]
+__all__ = ["EvaluationReport", "ScoredSource", "baseline_confusions"]
 
 logger = logging.getLogger(__name__)
+
+
+class ScoredSource:
+    """What the evaluate workflow scores: the model, or a segmentation file of another tool (`prediction_path`).
+
+    A file is fed one-hot (by `SlabDataset`) through an identity network, so the same metrics and
+    report score it; the model's weights and sidecar are then never read, so a file can be
+    scored without a checkpoint. The model is built as inference builds it (batch norm folded,
+    channels-last, the sidecar checked against the variant and network).
+
+    Attributes: `network`, `inferer`, `sidecar` (grey window) and `source` (what was scored).
+    """
+
+    def __init__(
+        self,
+        prediction_path: str | os.PathLike | None,
+        ckpt_path: str | os.PathLike,
+        network_def: torch.nn.Module,
+        model_inferer: Inferer,
+        variant: str,
+        ckpt_hint: str = "",
+        fold_bn: bool = True,
+        channels_last: bool = True,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if prediction_path:
+            self.network, self.inferer, self.sidecar = torch.nn.Identity(), SimpleInferer(), {"grey_window": [0.0, 255.0]}
+            self.source = str(prediction_path)
+        else:
+            self.sidecar = read_model_sidecar(ckpt_path, variant, network_def.hparams)
+            self.network = inference_ready(load_weights(network_def, ckpt_path, ckpt_hint), fold_bn, channels_last).to(device)
+            self.inferer, self.source = model_inferer, str(ckpt_path)
 
 
 def baseline_confusions(train: GreyClassHistogram, test: GreyClassHistogram) -> dict[str, np.ndarray]:
