@@ -29,3 +29,15 @@ def test_a_changed_result_changes_the_rendered_table(tmp_path):
     (tmp_path / "edges.json").write_text(json.dumps(edges))
     assert "| -1.0 |" in benchmark.render(tmp_path)["edges"]
     assert benchmark.render(tmp_path)["edges"] != benchmark.render()["edges"]
+
+
+def test_metadata_eval_metrics_are_the_measured_ones():
+    meta = json.loads((ROOT / "configs" / "metadata.json").read_text())
+    result = json.loads((ROOT / "docs" / "results" / "backends_avx512_bf16.json").read_text())
+    default = next(r for r in result["rows"] if r["backend_requested"] == "auto")
+    measured = default["quality"]["0"]["iou"]
+    assert meta["eval_metrics"] == {
+        "mean_iou": round(measured["mean"] / 100, 4),
+        **{f"iou_{name}": round(measured[name] / 100, 4) for name in ("matrix", "fibre", "porosity")},
+        "source": "docs/results/backends_avx512_bf16.json: the default run inference on the demo phantom's test slices",
+    }
