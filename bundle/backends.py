@@ -129,7 +129,7 @@ def quantize_int8(onnx_path: Path, samples: list[np.ndarray], calibration: dict,
     directory.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     model = ov.Core().read_model(str(onnx_path))
-    quantized = nncf.quantize(model, nncf.Dataset(samples), subset_size=sum(len(s) for s in samples))
+    quantized = nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples))
     tmp = directory / f".{xml.stem}.partial.xml"
     ov.save_model(quantized, str(tmp), compress_to_fp16=False)
     seconds = round(time.perf_counter() - start, 1)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
@@ -31,24 +30,23 @@ def calibration_batches(
     size_multiple: int = 8,
 ) -> tuple[list[np.ndarray], dict]:
     """`batches` arrays of `batch_size` samples from `path`, and the facts that identify them (for the cache and provenance)."""
-    path = Path(path)
     volume = open_volume(path)
     depth, height, width = volume.shape
     tile = [min(int(r), s) // size_multiple * size_multiple for r, s in zip(roi_size[-2:], (height, width))]
     if min(tile) < size_multiple:
-        raise ValueError(f"{path}: planes of {height}x{width} are smaller than the network's {size_multiple}-voxel stride.")
+        raise ValueError(f"{volume.path}: planes of {height}x{width} are smaller than the network's {size_multiple}-voxel stride.")
     thick = in_channels if spatial_dims == 2 else min(int(roi_size[0]), depth) // size_multiple * size_multiple
     if thick < 1 or depth < thick:
-        raise ValueError(f"{path}: {depth} slices are too few for calibration samples {thick} slices thick.")
+        raise ValueError(f"{volume.path}: {depth} slices are too few for calibration samples {thick} slices thick.")
     ys = slice((height - tile[0]) // 2, (height - tile[0]) // 2 + tile[0])
     xs = slice((width - tile[1]) // 2, (width - tile[1]) // 2 + tile[1])
     starts = np.linspace(0, depth - thick, batches * batch_size).round().astype(int)
     samples = np.stack([normalise_grey(volume.read(int(z), int(z) + thick, ys, xs), grey_window) for z in starts])
     if spatial_dims == 3:
         samples = samples[:, None]
-    stat = path.stat()
+    stat = volume.path.stat()
     facts = {
-        "calibration_volume": str(path.resolve()),
+        "calibration_volume": str(volume.path.resolve()) + (f"::{volume.key}" if getattr(volume, "key", "") else ""),
         "calibration_size": stat.st_size,
         "calibration_mtime": stat.st_mtime_ns,
         "calibration_starts_z": starts.tolist(),

@@ -84,7 +84,7 @@ class StreamedSegmentation:
     (e.g. in `ConfigWorkflow.check_properties`) has no side effect.
 
     Args:
-        input_path: the volume (.raw + .raw.info, .tif/.tiff or a TIFF folder, .nii/.nii.gz).
+        input_path: the volume (.raw + .raw.info, .tif/.tiff or a TIFF folder, .nii/.nii.gz, .h5[::dataset], .zarr).
         output_dir: where outputs go.
         slab: output slices per slab (memory grows linearly with it), or "auto": as many as fit in
             `slab_voxels` (at least 1, at most 64), so that memory does not grow with the plane size.
@@ -174,9 +174,9 @@ class StreamedSegmentation:
 
     def _facts(self) -> dict:
         """Everything that changes the output bytes; equal facts mean slabs of two sessions may share a file."""
-        stat = self.input_path.stat()
+        stat = self.volume.path.stat()
         return json.loads(json.dumps({
-            "input": str(self.input_path.resolve()),
+            "input": str(self.volume.path.resolve()) + (f"::{self.volume.key}" if getattr(self.volume, "key", "") else ""),
             "size": stat.st_size,
             "mtime": stat.st_mtime_ns,
             "box": [[s.start, s.stop] for s in self.box],
@@ -396,7 +396,7 @@ class StreamedSegmentation:
         record = {
             **self.provenance,
             "runtime": self.runtime,
-            "input": str(self.input_path.resolve()),
+            "input": self.facts["input"],
             "roi_zyx": [[s.start, s.stop] for s in self.box],
             "outputs": {k: str(v) for k, v in final.items()},
             "voxels": int(np.prod(self.shape)),

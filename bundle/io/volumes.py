@@ -40,9 +40,9 @@ class VolumeError(ValueError):
 
 
 def volume_stem(path: str | os.PathLike) -> str:
-    """The file name without its volume suffix: `pa66.raw` -> `pa66`, `a.nii.gz` -> `a`."""
-    name = Path(path).name
-    for suffix in (".raw", ".nii.gz", ".nii", ".tiff", ".tif"):
+    """The file name without its volume suffix: `pa66.raw` -> `pa66`, `a.nii.gz` -> `a`, `scan.h5::/exchange/data` -> `scan`."""
+    name = Path(str(path).split("::", 1)[0]).name
+    for suffix in (".raw", ".nii.gz", ".nii", ".tiff", ".tif", ".hdf5", ".h5", ".hdf", ".nxs", ".nx5", ".zarr"):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
@@ -217,7 +217,16 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
 
 
 def open_volume(path: str | os.PathLike) -> Volume:
-    """Open a volume by its file name: `.raw` (+ `.raw.info`), `.tif`/`.tiff` or a TIFF folder, `.nii(.gz)`."""
+    """Open a volume by its file name: `.raw` (+ `.raw.info`), `.tif`/`.tiff` or a TIFF folder, `.nii(.gz)`,
+    HDF5 (`.h5`, `.hdf5`, `.nxs`; `scan.h5::/entry/data/data` names a dataset), Zarr / OME-Zarr (`.zarr`)."""
+    from .hdf5 import HDF5_SUFFIXES, Hdf5Volume, split_inner_path
+    from .zarr_store import ZarrVolume, is_zarr
+
+    outer, _ = split_inner_path(path)
+    if outer.name.lower().endswith(HDF5_SUFFIXES):
+        return Hdf5Volume(path)
+    if is_zarr(path):
+        return ZarrVolume(path)
     path = Path(path)
     name = path.name.lower()
     try:
@@ -231,7 +240,7 @@ def open_volume(path: str | os.PathLike) -> Volume:
         raise VolumeError(str(err)) from err
     if not path.exists():
         raise VolumeError(f"{path}: volume not found.")
-    raise VolumeError(f"{path}: unknown volume format; expected .raw (+ .raw.info), .tif/.tiff, a TIFF folder or .nii/.nii.gz.")
+    raise VolumeError(f"{path}: unknown volume format; expected .raw (+ .raw.info), .tif/.tiff, a TIFF folder, .nii/.nii.gz, .h5 or .zarr.")
 
 
 def write_volume(path: str | os.PathLike, array: np.ndarray, meta: dict | None = None) -> Path:

@@ -1,0 +1,86 @@
+"""Zarr (v2 / v3) arrays and OME-Zarr images (NGFF 0.4 and 0.5), read slab by slab with `zarr`.
+
+An OME-Zarr group is read at its full resolution (the first multiscale dataset), its axes put
+in (z, y, x) order from the metadata (channel or time axes must have one entry), and the voxel
+size taken from its scale transform. A plain array is taken as (z, y, x). `scan.zarr::labels/0`
+names an array inside a group.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+
+from .hdf5 import split_inner_path
+from .volumes import Volume, VolumeError
+
+__all__ = ["ZarrVolume", "is_zarr"]
+
+logger = logging.getLogger(__name__)
+
+
+def is_zarr(path: str | os.PathLike) -> bool:
+    """A folder with Zarr metadata (v3 `zarr.json`, v2 `.zarray` / `.zgroup`) or named `*.zarr`."""
+    outer, _ = split_inner_path(path)
+    return outer.name.lower().endswith(".zarr") or any((outer / name).is_file() for name in ("zarr.json", ".zarray", ".zgroup"))
+
+
+def _multiscales(attrs: dict) -> list | None:
+    return (attrs.get("ome") or {}).get("multiscales") or attrs.get("multiscales")
+
+
+class ZarrVolume(Volume):
+    """A 3D (z, y, x) view of a Zarr array or of an OME-Zarr image's full-resolution level."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        import zarr
+
+        self.path, inner = split_inner_path(path)
+        if not self.path.exists():
+            raise VolumeError(f"{self.path}: Zarr store not found.")
+        try:
+            node = zarr.open(str(self.path), mode="r")
+            if inner:
+                node = node[inner.strip("/")]
+        except Exception as err:  # zarr raises several types for a folder it cannot read
+            raise VolumeError(f"{self.path}: not a readable Zarr store{' at ' + inner if inner else ''} ({type(err).__name__}: {err}).") from err
+        self.meta: dict = {}
+        axes = "zyx"
+        if isinstance(node, zarr.Group):
+            multiscales = _multiscales(dict(node.attrs))
+            if not multiscales:
+                arrays = [name for name, _ in node.arrays()]
+                raise VolumeError(f"{self.path}: a Zarr group without OME-Zarr multiscales; name an array as {self.path}::NAME ({', '.join(arrays) or 'none'}).")
+            scale = multiscales[0]
+            level = scale["datasets"][0]
+            axes = "".join(a["name"] if isinstance(a, dict) else a for a in scale.get("axes", [])) or "zyx"
+            node = node[level["path"]]
+            for transform in level.get("coordinateTransformations", []):
+                if transform.get("type") == "scale":
+                    voxel = dict(zip(axes, transform["scale"]))
+                    self.meta["voxel_size"] = [float(voxel.get(a, 1.0)) for a in "zyx"]
+        self.array = node
+        if len(axes) != node.ndim or not set("zyx") <= set(axes):
+            raise VolumeError(f"{self.path}: array of shape {node.shape} with axes {axes!r}; a (z, y, x) volume needs z, y and x axes.")
+        extra = {a: n for a, n in zip(axes, node.shape) if a not in "zyx"}
+        if any(n != 1 for n in extra.values()):
+            raise VolumeError(f"{self.path}: axes {', '.join(f'{a} of {n}' for a, n in extra.items())}; a grey volume has one channel and one time point.")
+        self.axes = axes
+        self.shape = tuple(int(node.shape[axes.index(a)]) for a in "zyx")
+        self.dtype = np.dtype(node.dtype)
+        self.chunks = tuple(int(node.chunks[axes.index(a)]) for a in "zyx")
+        if self.dtype.kind not in "uif":
+            raise VolumeError(f"{self.path}: array holds {self.dtype}, not grey values (integers or floats).")
+        if self.chunks[0] == self.shape[0] and self.shape[0] > 64:
+            logger.warning("%s: chunks %s span the full depth, so each slab reads the whole volume; rechunk along z for streamed reading.", self.path, self.chunks)
+
+    def _read(self, z0: int, z1: int, ys: slice, xs: slice) -> np.ndarray:
+        index = tuple({"z": slice(z0, z1), "y": ys, "x": xs}.get(a, 0) for a in self.axes)
+        kept = [a for a in self.axes if a in "zyx"]
+        try:
+            data = np.asarray(self.array[index])
+        except Exception as err:
+            raise VolumeError(f"{self.path}: cannot read z {z0}-{z1} ({type(err).__name__}: {err}).") from err
+        return data.transpose([kept.index(a) for a in "zyx"])

@@ -1,0 +1,103 @@
+"""Beamline formats read through `open_volume`: HDF5 written by h5py (Blosc-compressed with hdf5plugin), Zarr arrays
+written by zarr, OME-Zarr written by the ome-zarr package; bad inputs named; `run inference` on an HDF5 dataset."""
+
+import numpy as np
+import pytest
+from conftest import infer
+
+from bundle.io import VolumeError, open_volume
+
+h5py = pytest.importorskip("h5py")
+hdf5plugin = pytest.importorskip("hdf5plugin")
+zarr = pytest.importorskip("zarr")
+
+
+@pytest.fixture(scope="module")
+def grey():
+    return np.random.default_rng(0).integers(0, 255, (20, 40, 48), dtype=np.uint8)
+
+
+def test_hdf5_compressed_exchange_data_is_the_default_and_other_datasets_are_named(tmp_path, grey):
+    path = tmp_path / "scan.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("exchange/data", data=grey, chunks=(4, 40, 48), **hdf5plugin.Blosc(cname="lz4", shuffle=hdf5plugin.Blosc.SHUFFLE))
+        f.create_dataset("entry/data/data", data=grey.astype(np.float32) / 255, chunks=(2, 20, 24), **hdf5plugin.Zstd())
+        f.create_dataset("entry/flat", data=grey[0])
+    volume = open_volume(path)
+    assert volume.key == "/exchange/data" and volume.shape == grey.shape and volume.dtype == np.uint8
+    np.testing.assert_array_equal(volume.read(3, 9, slice(5, 30), slice(0, 17)), grey[3:9, 5:30, :17])
+    floats = open_volume(f"{path}::/entry/data/data")
+    np.testing.assert_allclose(floats.read(10, 20), grey[10:20].astype(np.float32) / 255)
+    with pytest.raises(VolumeError, match="entry/flat has shape \\(40, 48\\); a \\(z, y, x\\) volume has 3 axes"):
+        open_volume(f"{path}::/entry/flat")
+    with pytest.raises(VolumeError, match="no dataset /entry/missing; its 3D datasets: /entry/data/data, /exchange/data"):
+        open_volume(f"{path}::entry/missing")
+
+
+def test_hdf5_without_exchange_data_must_name_one_of_several_volumes(tmp_path, grey):
+    path = tmp_path / "two.nxs"
+    with h5py.File(path, "w") as f:
+        f["a"] = grey
+        f["b"] = grey[None]
+    assert open_volume(path).key == "/a"
+    with h5py.File(path, "a") as f:
+        f["c"] = grey
+    with pytest.raises(VolumeError, match=r"two.nxs: holds several 3D datasets \(/a, /c\); name one as .*two.nxs::/path/to/data"):
+        open_volume(path)
+    with pytest.raises(VolumeError, match="HDF5 file not found"):
+        open_volume(tmp_path / "missing.h5")
+    with h5py.File(tmp_path / "flat.h5", "w") as f:
+        f["image"] = grey[0]
+    with pytest.raises(VolumeError, match="flat.h5: holds no 3D dataset"):
+        open_volume(tmp_path / "flat.h5")
+    (tmp_path / "broken.h5").write_bytes(b"not hdf5")
+    with pytest.raises(VolumeError, match="broken.h5: not a readable HDF5 file"):
+        open_volume(tmp_path / "broken.h5")
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_plain_zarr_arrays_of_both_formats(tmp_path, grey, zarr_format):
+    path = tmp_path / f"scan_v{zarr_format}.zarr"
+    array = zarr.create_array(str(path), shape=grey.shape, chunks=(5, 40, 48), dtype=grey.dtype, zarr_format=zarr_format)
+    array[:] = grey
+    volume = open_volume(path)
+    assert volume.shape == grey.shape and volume.chunks == (5, 40, 48)
+    np.testing.assert_array_equal(volume.read(4, 13, slice(1, 39), slice(2, 47)), grey[4:13, 1:39, 2:47])
+
+
+def test_ome_zarr_written_by_ome_zarr_is_read_at_full_resolution_with_its_voxel_size(tmp_path, grey):
+    writer = pytest.importorskip("ome_zarr.writer")
+    from ome_zarr.io import parse_url
+
+    path = tmp_path / "image.ome.zarr"
+    root = zarr.group(store=parse_url(str(path), mode="w").store)
+    writer.write_image(grey[None], root, axes="czyx", storage_options={"chunks": (1, 4, 40, 48)})
+    ome = dict(root.attrs)
+    multiscales = (ome.get("ome") or ome)["multiscales"]
+    multiscales[0]["datasets"][0]["coordinateTransformations"][0]["scale"] = [1.0, 2.0, 0.5, 0.5]
+    root.attrs.update(ome)
+    volume = open_volume(path)
+    assert volume.shape == grey.shape and volume.axes == "czyx" and volume.meta["voxel_size"] == [2.0, 0.5, 0.5]
+    np.testing.assert_array_equal(volume.read(2, 7), grey[2:7])
+
+
+def test_zarr_group_without_multiscales_and_extra_channels_are_refused(tmp_path, grey):
+    group = zarr.open_group(str(tmp_path / "plain.zarr"), mode="w")
+    group.create_array("raw", shape=grey.shape, dtype=grey.dtype)
+    with pytest.raises(VolumeError, match="without OME-Zarr multiscales; name an array as .*plain.zarr::NAME \\(raw\\)"):
+        open_volume(tmp_path / "plain.zarr")
+    assert open_volume(f"{tmp_path / 'plain.zarr'}::raw").shape == grey.shape
+    zarr.create_array(str(tmp_path / "four.zarr"), shape=(2,) + grey.shape, dtype=grey.dtype)
+    with pytest.raises(VolumeError, match="a \\(z, y, x\\) volume needs z, y and x axes"):
+        open_volume(tmp_path / "four.zarr")
+
+
+def test_run_inference_on_an_hdf5_dataset_gives_the_labels_of_the_raw_file(tiny_dataset, models, tmp_path):
+    grey = open_volume(tiny_dataset / "phantom.raw").read()
+    with h5py.File(tmp_path / "scan.h5", "w") as f:
+        f.create_dataset("entry/data/data", data=grey, chunks=(4,) + grey.shape[1:], **hdf5plugin.Blosc(cname="lz4"))
+        f["entry/dark"] = grey[:3]
+    common = ("--backend", "torch", "--precision", "fp32", "--progress", "False")
+    infer(tiny_dataset / "phantom.raw", tmp_path / "raw", models["2d"], "2d", *common)
+    infer(f"{tmp_path / 'scan.h5'}::/entry/data/data", tmp_path / "h5", models["2d"], "2d", *common)
+    assert (tmp_path / "h5" / "scan.seg.raw").read_bytes() == (tmp_path / "raw" / "phantom.seg.raw").read_bytes()
