@@ -95,21 +95,33 @@ def forward(
     )
 
 
+# Linux carries a forked child's peak RSS over its exec, so a child forked straight from this (large) process would
+# report at least this process's RSS; a small launcher forks the measured command instead and reports its rusage.
+_LAUNCHER = (
+    "import os, subprocess, sys\n"
+    "child = subprocess.Popen(sys.argv[1:])\n"
+    "_, status, usage = os.wait4(child.pid, 0)\n"
+    "sys.stderr.write(f'\\nPEAK_RSS_KIB {usage.ru_maxrss}\\n')\n"
+    "sys.exit(os.waitstatus_to_exitcode(status))\n"
+)
+
+
 def _run_child(command: list[str]) -> tuple[float, float, str]:
     """Wall seconds, peak RSS (MiB) and stdout of one child process; RSS from its own rusage (what /usr/bin/time -v reports)."""
     with tempfile.TemporaryFile() as stderr, tempfile.TemporaryFile() as stdout:
         start = time.perf_counter()
-        child = subprocess.Popen(command, stdout=stdout, stderr=stderr)
-        _, status, usage = os.wait4(child.pid, 0)
+        child = subprocess.Popen([sys.executable, "-c", _LAUNCHER, *command], stdout=stdout, stderr=stderr)
+        status = child.wait()
         seconds = time.perf_counter() - start
         stderr.seek(0)
         log = stderr.read().decode(errors="replace")
         stdout.seek(0)
         printed = stdout.read().decode(errors="replace")
-    if os.waitstatus_to_exitcode(status):
+    peak_kib = int((re.findall(r"PEAK_RSS_KIB (\d+)", log) or [0])[-1])
+    if status:
         causes = [line for line in log.splitlines() if re.match(r"^[\w.]+(Error|Exception): ", line)]
         raise RuntimeError(f"{' '.join(command[:6])} ... failed:\n" + ("\n".join(causes) or log[-3000:]))
-    return seconds, usage.ru_maxrss / 1024, printed
+    return seconds, peak_kib / 1024, printed
 
 
 def _inference(input_path: str, ckpt_path: str | None, variant: str, output_dir: Path, **overrides) -> dict:
