@@ -141,3 +141,20 @@ def test_config_workflow_infer_properties(tiny_dataset, models, tmp_path):
     workflow.initialize()
     assert not workflow.check_properties()
     assert not (tmp_path / "never").exists()
+
+
+def test_an_app_injects_its_data_list_and_a_list_of_two_is_refused(tiny_dataset, models, tmp_path):
+    from monai.bundle import ConfigWorkflow
+
+    from bundle.inference import single_image
+
+    workflow = ConfigWorkflow(
+        config_file=str(CONFIGS / "inference.json"), workflow_type="infer", data=[{"image": str(tiny_dataset / "phantom.raw")}],
+        output_dir=str(tmp_path / "app"), ckpt_path=str(models["2d"]), backend="torch", progress=False,
+        **{"network_def#f0": 4, "roi_size": [256, 256]},
+    )
+    workflow.initialize()
+    workflow.run()
+    assert open_volume(tmp_path / "app" / "phantom.seg.raw").shape == (48, 64, 64)
+    with pytest.raises(ValueError, match="a list of one"):
+        single_image([{"image": "a.raw"}, {"image": "b.raw"}])

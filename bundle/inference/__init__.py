@@ -2,7 +2,14 @@
 
 from .autocast import AutocastInferer
 from .calibration import calibration_batches
-from .streamed import ResumeMismatchError, StreamedSegmentation, StreamedSlabDataset, StreamedWriter, normalise_grey
+from .streamed import (
+    ResumeMismatchError,
+    StreamedSegmentation,
+    StreamedSlabDataset,
+    StreamedWriter,
+    normalise_grey,
+    single_image,
+)
 from .tiles import OverlapTileInferer, context_margin, receptive_radius, tile_plan
 from .zstack import ZStackInferer
 
@@ -18,5 +25,6 @@ __all__ = [
     "StreamedWriter",
     "ZStackInferer",
     "normalise_grey",
+    "single_image",
     "tile_plan",
 ]

@@ -58,7 +58,7 @@ from ..io import (
     write_volume,
 )
 
-__all__ = ["ResumeMismatchError", "StreamedSegmentation", "StreamedSlabDataset", "StreamedWriter", "normalise_grey"]
+__all__ = ["ResumeMismatchError", "StreamedSegmentation", "StreamedSlabDataset", "StreamedWriter", "normalise_grey", "single_image"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +75,16 @@ def normalise_grey(data: np.ndarray, window: Sequence[float]) -> np.ndarray:
     """Map the grey window [low, high] to [0, 1], clipping: MONAI's `ScaleIntensityRange`, the configs' transform."""
     scale = ScaleIntensityRange(float(window[0]), float(window[1]), 0.0, 1.0, clip=True, dtype=np.float32)
     return np.asarray(scale(data.astype(np.float32)))
+
+
+def single_image(data: Sequence[dict] | str | os.PathLike) -> str:
+    """The image of a MONAI data list of one item (`[{"image": path}]`, what apps inject as `data`), or a path as is."""
+    if isinstance(data, (str, os.PathLike)):
+        return str(data)
+    items = list(data)
+    if len(items) != 1 or not isinstance(items[0], dict) or "image" not in items[0]:
+        raise ValueError(f"data must be a list of one {{'image': path}} (a run segments one volume; start one per volume), got {data!r}.")
+    return str(items[0]["image"])
 
 
 class StreamedSegmentation:
