@@ -101,3 +101,24 @@ def test_run_inference_on_an_hdf5_dataset_gives_the_labels_of_the_raw_file(tiny_
     infer(tiny_dataset / "phantom.raw", tmp_path / "raw", models["2d"], "2d", *common)
     infer(f"{tmp_path / 'scan.h5'}::/entry/data/data", tmp_path / "h5", models["2d"], "2d", *common)
     assert (tmp_path / "h5" / "scan.seg.raw").read_bytes() == (tmp_path / "raw" / "phantom.seg.raw").read_bytes()
+
+
+def test_a_dataset_of_an_hdf5_image_and_zarr_labels_evaluates_like_the_raw_one(tiny_dataset, models, tmp_path):
+    import json
+
+    from conftest import VARIANT_ARGS, bundle_run, config_list
+
+    grey, labels = open_volume(tiny_dataset / "phantom.raw").read(), open_volume(tiny_dataset / "phantom.ground_truth.raw").read()
+    with h5py.File(tmp_path / "scan.h5", "w") as f:
+        f.create_dataset("entry/data/data", data=grey, chunks=(4,) + grey.shape[1:], **hdf5plugin.Blosc(cname="lz4"))
+    zarr.create_array(str(tmp_path / "labels.zarr"), data=labels, chunks=(8,) + labels.shape[1:])
+    described = json.loads((tiny_dataset / "dataset.json").read_text())["volumes"][0]
+    volume = {"image": "scan.h5::/entry/data/data", "label": "labels.zarr", "splits": described["splits"]}
+    (tmp_path / "dataset.json").write_text(json.dumps({"volumes": [volume]}))
+    scores = {}
+    for name, folder in (("raw", tiny_dataset), ("formats", tmp_path)):
+        bundle_run("run", "evaluate", "--config_file", config_list("inference.json", "evaluate.json"), "--dataset_dir", str(folder),
+                   "--output_dir", str(tmp_path / f"eval_{name}"), "--ckpt_path", str(models["2d"]), "--network_def#f0", "4",
+                   "--write_volumes", "False", *VARIANT_ARGS["2d"])
+        scores[name] = json.loads((tmp_path / f"eval_{name}" / "metrics.json").read_text())["confusion"]["counts"]
+    assert scores["formats"] == scores["raw"]

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io import Volume, VolumeError, open_volume, write_atomically
+from ..io.hdf5 import split_inner_path
 
 __all__ = [
     "IGNORE_LABEL",
@@ -131,8 +132,8 @@ def load_dataset_description(path: str | os.PathLike, check_files: bool = True) 
 
 def _check_entry(entry: VolumeEntry, where: str) -> None:
     for role, file in (("image", entry.image_path), ("label", entry.label_path)):
-        if file is not None and not file.exists():
-            raise DatasetError(f"{where}: {role} file {file} not found.")
+        if file is not None and not split_inner_path(file)[0].exists():
+            raise DatasetError(f"{where}: {role} file {split_inner_path(file)[0]} not found.")
     try:
         image = entry.image()
         label = entry.label() if entry.label_path else None
