@@ -415,7 +415,10 @@ def resolve_backend(
                     timings[name] = round(_probe_seconds(name, forward, sample, _backend_precision(name, runtime.precision)), 4)
             record = _read_json(cache / "backend_timings.json")
             record[key] = {"seconds": timings, "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-            write_atomically(cache / "backend_timings.json", json.dumps(record, indent=1, sort_keys=True) + "\n")
+            try:
+                write_atomically(cache / "backend_timings.json", json.dumps(record, indent=1, sort_keys=True) + "\n")
+            except OSError as err:
+                logger.warning("%s: cannot keep the backend timings (%s); the next run times them again. Set XCT_CACHE_DIR to a writable folder.", cache, err)
             origin = "timing"
         if idist.get_world_size() > 1:
             timings = json.loads(idist.broadcast(json.dumps(timings or {}), src=0, safe_mode=True))

@@ -114,3 +114,13 @@ def test_monai_onnx_export_command_writes_a_graph_with_dynamic_batch_and_plane(t
                "--converter_kwargs", "{'dynamic_axes': {'image': {0: 'batch', 2: 'y', 3: 'x'}}, 'input_names': ['image'], 'dynamo': False}")
     dims = onnx.load(str(target)).graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_param or d.dim_value for d in dims] == ["batch", 1, "y", "x"]
+
+
+def test_an_unwritable_cache_still_runs_torch_with_a_warning(tmp_path, monkeypatch, caplog):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    with caplog.at_level(logging.WARNING, logger="bundle.runtime"):
+        choice = runtime.resolve_backend("auto", ModularUNet(f0=4).eval(), _tiny_runtime(), "e" * 64, 1, 2, (32, 32), cache=blocked / "cache")
+    assert choice.name == "torch" and choice.network is not None
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "cannot keep the backend timings" in messages and "failed to build" in choice.reason
