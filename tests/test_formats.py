@@ -122,3 +122,16 @@ def test_a_dataset_of_an_hdf5_image_and_zarr_labels_evaluates_like_the_raw_one(t
                    "--write_volumes", "False", *VARIANT_ARGS["2d"])
         scores[name] = json.loads((tmp_path / f"eval_{name}" / "metrics.json").read_text())["confusion"]["counts"]
     assert scores["formats"] == scores["raw"]
+
+
+def test_chunks_of_the_full_depth_are_reported_with_a_hint(tmp_path, caplog):
+    deep = np.zeros((70, 8, 8), np.uint16)
+    with h5py.File(tmp_path / "deep.h5", "w") as f:
+        f.create_dataset("exchange/data", data=deep, chunks=(70, 8, 8))
+    zarr.create_array(str(tmp_path / "deep.zarr"), data=deep, chunks=(70, 4, 4))
+    with caplog.at_level("WARNING", logger="bundle.io.volumes"):
+        open_volume(tmp_path / "deep.h5")
+        open_volume(tmp_path / "deep.zarr")
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2 and all("span the full depth" in m for m in messages)
+    assert "h5repack -l /exchange/data:CHUNK=8x8x8" in messages[0]

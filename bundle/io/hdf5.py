@@ -9,7 +9,6 @@ the whole file; that layout is reported once with a hint.
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
@@ -19,11 +18,8 @@ from .volumes import Volume, VolumeError
 
 __all__ = ["HDF5_SUFFIXES", "Hdf5Volume", "split_inner_path"]
 
-logger = logging.getLogger(__name__)
-
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".nxs", ".nx5")
 SEPARATOR = "::"
-
 
 def split_inner_path(path: str | os.PathLike) -> tuple[Path, str]:
     """`scan.h5::/entry/data/data` -> (Path('scan.h5'), '/entry/data/data'); no '::' gives an empty inner path."""
@@ -33,14 +29,12 @@ def split_inner_path(path: str | os.PathLike) -> tuple[Path, str]:
         return Path(outer), "/" + inner.strip("/")
     return Path(text), ""
 
-
 def _datasets_3d(handle) -> list[str]:
     import h5py
 
     found = []
     handle.visititems(lambda name, obj: found.append("/" + name) if isinstance(obj, h5py.Dataset) and obj.ndim == 3 else None)
     return found
-
 
 class Hdf5Volume(Volume):
     """A 3D (z, y, x) dataset of an HDF5 file, opened per read (no handle kept across processes)."""
@@ -68,14 +62,7 @@ class Hdf5Volume(Volume):
                 self.meta = {k: v.item() if isinstance(v, np.generic) else v for k, v in dataset.attrs.items() if isinstance(v, (int, float, str, np.generic))}
         except OSError as err:
             raise VolumeError(f"{self.path}: not a readable HDF5 file ({err}).") from err
-        if self.dtype.kind not in "uif":
-            raise VolumeError(f"{self.path}: dataset {self.key} holds {self.dtype}, not grey values (integers or floats).")
-        if self.chunks and self.chunks[0] == self.shape[0] and self.shape[0] > 64:
-            logger.warning(
-                "%s: dataset %s is chunked %s, the full depth in every chunk, so each slab reads the whole volume; "
-                "rechunk along z (e.g. h5repack -l %s:CHUNK=8x%dx%d) for streamed reading.",
-                self.path, self.key, self.chunks, self.key, self.shape[1], self.shape[2],
-            )
+        self._check_chunked(self.chunks, f"rechunk {self.key} along z (e.g. h5repack -l {self.key}:CHUNK=8x{self.shape[1]}x{self.shape[2]}).")
 
     def _default_key(self, handle) -> str:
         if "/exchange/data" in handle:

@@ -11,6 +11,7 @@ they are transposed on read and write so the convention holds for them too.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
@@ -65,6 +66,15 @@ class Volume:
 
     def _read(self, z0: int, z1: int, ys: slice, xs: slice) -> np.ndarray:
         raise NotImplementedError
+
+    def _check_chunked(self, chunks: tuple[int, ...] | None, hint: str) -> None:
+        """Refuse non-grey dtypes; warn once when chunks span the whole depth (every slab then reads the whole volume)."""
+        if self.dtype.kind not in "uif":
+            raise VolumeError(f"{self.path}: holds {self.dtype}, not grey values (integers or floats).")
+        if chunks and chunks[0] == self.shape[0] and self.shape[0] > 64:
+            logging.getLogger(__name__).warning(
+                "%s: chunks %s span the full depth, so each slab reads the whole volume; %s", self.path, chunks, hint
+            )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r}, shape(z,y,x)={self.shape}, dtype={self.dtype.name})"

@@ -8,7 +8,6 @@ names an array inside a group.
 
 from __future__ import annotations
 
-import logging
 import os
 
 import numpy as np
@@ -18,18 +17,13 @@ from .volumes import Volume, VolumeError
 
 __all__ = ["ZarrVolume", "is_zarr"]
 
-logger = logging.getLogger(__name__)
-
-
 def is_zarr(path: str | os.PathLike) -> bool:
     """A folder with Zarr metadata (v3 `zarr.json`, v2 `.zarray` / `.zgroup`) or named `*.zarr`."""
     outer, _ = split_inner_path(path)
     return outer.name.lower().endswith(".zarr") or any((outer / name).is_file() for name in ("zarr.json", ".zarray", ".zgroup"))
 
-
 def _multiscales(attrs: dict) -> list | None:
     return (attrs.get("ome") or {}).get("multiscales") or attrs.get("multiscales")
-
 
 class ZarrVolume(Volume):
     """A 3D (z, y, x) view of a Zarr array or of an OME-Zarr image's full-resolution level."""
@@ -71,10 +65,7 @@ class ZarrVolume(Volume):
         self.shape = tuple(int(node.shape[axes.index(a)]) for a in "zyx")
         self.dtype = np.dtype(node.dtype)
         self.chunks = tuple(int(node.chunks[axes.index(a)]) for a in "zyx")
-        if self.dtype.kind not in "uif":
-            raise VolumeError(f"{self.path}: array holds {self.dtype}, not grey values (integers or floats).")
-        if self.chunks[0] == self.shape[0] and self.shape[0] > 64:
-            logger.warning("%s: chunks %s span the full depth, so each slab reads the whole volume; rechunk along z for streamed reading.", self.path, self.chunks)
+        self._check_chunked(self.chunks, "rechunk along z for streamed reading.")
 
     def _read(self, z0: int, z1: int, ys: slice, xs: slice) -> np.ndarray:
         index = tuple({"z": slice(z0, z1), "y": ys, "x": xs}.get(a, 0) for a in self.axes)
