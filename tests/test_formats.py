@@ -135,3 +135,31 @@ def test_chunks_of_the_full_depth_are_reported_with_a_hint(tmp_path, caplog):
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 2 and all("span the full depth" in m for m in messages)
     assert "h5repack -l /exchange/data:CHUNK=8x8x8" in messages[0]
+
+
+def test_run_inference_writes_ome_zarr_that_ome_zarr_opens_with_its_labels_and_an_hdf5_file(tiny_dataset, models, tmp_path):
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Label, Multiscales, Reader
+
+    common = ("--backend", "torch", "--precision", "fp32", "--progress", "False", "--save_probabilities", "True")
+    infer(tiny_dataset / "phantom.raw", tmp_path / "raw", models["2d"], "2d", *common)
+    seg = open_volume(tmp_path / "raw" / "phantom.seg.raw").read()
+    prob = open_volume(tmp_path / "raw" / "phantom.prob.raw").read().reshape(3, *seg.shape)
+    uncertainty = open_volume(tmp_path / "raw" / "phantom.uncertainty.raw").read()
+    infer(tiny_dataset / "phantom.raw", tmp_path / "zarr", models["2d"], "2d", *common, "--output_ext", ".zarr")
+    store = tmp_path / "zarr" / "phantom.zarr"
+    assert sorted(p.name for p in (tmp_path / "zarr").iterdir()) == ["phantom.provenance.json", "phantom.zarr"]
+    nodes = list(Reader(parse_url(str(store)))())
+    image = next(n for n in nodes if n.load(Multiscales) and not n.load(Label))
+    labels = next(n for n in nodes if n.load(Label))
+    np.testing.assert_array_equal(np.asarray(image.data[0]), uncertainty)
+    np.testing.assert_array_equal(np.asarray(labels.data[0]), seg)
+    np.testing.assert_array_equal(np.asarray(labels.data[1]), seg[::2, ::2, ::2])
+    group = zarr.open_group(str(store), mode="r")
+    np.testing.assert_array_equal(np.asarray(group["probabilities"]["0"]), prob)
+    assert group["labels"]["segmentation"].attrs["ome"]["image-label"]["properties"][2] == {"label-value": 2, "class": "porosity"}
+    infer(tiny_dataset / "phantom.raw", tmp_path / "h5", models["2d"], "2d", *common, "--output_ext", ".h5")
+    with h5py.File(tmp_path / "h5" / "phantom.h5", "r") as f:
+        np.testing.assert_array_equal(f["segmentation"][:], seg)
+        np.testing.assert_array_equal(f["probabilities"][:], prob)
+        assert list(f["segmentation"].attrs["class_names"]) == ["matrix", "fibre", "porosity"]

@@ -85,7 +85,7 @@ def test_bad_training_inputs_fail_before_any_step(tiny_dataset, tmp_path):
 def test_two_process_gloo_training(tiny_dataset, tmp_path):
     configs = config_list("train.json", "multi_gpu_train.json")
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517", "-m", "monai.bundle", "run", "training"]
-    args = ["--config_file", configs, "--dataset_dir", str(tiny_dataset), "--output_dir", str(tmp_path), *TINY, "--crop_size", "[32,32]", "--val_roi", "[256,256]"]
+    args = ["--config_file", configs, "--dataset_dir", str(tiny_dataset), "--output_dir", str(tmp_path), *TINY, "--crop_size", "[32,32]", "--val_roi", "[256,256]", "--val_slab", "1"]
     result = subprocess.run(command + args, cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-4000:]
     assert (tmp_path / "models" / "model.pt").is_file()

@@ -57,6 +57,7 @@ from ..io import (
     write_atomically,
     write_volume,
 )
+from ..io.chunked_writer import write_hdf5, write_ome_zarr
 
 __all__ = ["ResumeMismatchError", "StreamedSegmentation", "StreamedSlabDataset", "StreamedWriter", "normalise_grey", "single_image"]
 
@@ -104,7 +105,8 @@ class StreamedSegmentation:
         num_classes: classes of the network.
         save_probabilities: also write `<stem>.prob.raw`.
         save_uncertainty: also write `<stem>.uncertainty.raw`.
-        output_ext: ".raw" (streamed), or ".nii.gz"/".nii"/".tif" converted at the end.
+        output_ext: ".raw" (streamed), ".nii.gz"/".nii"/".tif" converted at the end in memory, or ".zarr" (one
+            OME-Zarr image with labels and pyramid) / ".h5" (one HDF5 file) converted at the end slab by slab.
         prob_dtype: "uint8" (x255, rounded) or "float16"/"float32" probabilities.
         provenance: facts to record in `<stem>.provenance.json` (model, config...); they are part of the resume fingerprint.
         runtime: how this run computes (`bundle.runtime.Runtime.as_dict()`), recorded but not fingerprinted.
@@ -113,6 +115,7 @@ class StreamedSegmentation:
             on a multiple of `size_multiple` in volume coordinates, so that a sub-box gets the labels the
             whole-volume run gives it.
         size_multiple: the network's 2**u_depth.
+        class_names: names of the classes, written with the labels of a .zarr output.
     """
 
     def __init__(
@@ -133,6 +136,7 @@ class StreamedSegmentation:
         overwrite: bool = False,
         margin: int = 0,
         size_multiple: int = 8,
+        class_names: Sequence[str] | None = None,
     ) -> None:
         self.input_path = Path(input_path)
         self.volume = open_volume(self.input_path)
@@ -143,8 +147,9 @@ class StreamedSegmentation:
         self.prob_dtype = np.dtype(prob_dtype)
         if self.prob_dtype not in (np.uint8, np.float16, np.float32):
             raise ValueError(f"prob_dtype must be uint8, float16 or float32, got {prob_dtype!r}.")
-        if output_ext not in (".raw", ".nii.gz", ".nii", ".tif", ".tiff"):
-            raise ValueError(f"output_ext must be .raw, .nii, .nii.gz, .tif or .tiff, got {output_ext!r}.")
+        if output_ext not in (".raw", ".nii.gz", ".nii", ".tif", ".tiff", ".zarr", ".h5"):
+            raise ValueError(f"output_ext must be .raw, .nii, .nii.gz, .tif, .tiff, .zarr or .h5, got {output_ext!r}.")
+        self.class_names = list(class_names) if class_names else [f"class {i}" for i in range(int(num_classes))]
         depth = self.volume.shape[0]
         if self.z_halo and depth < 2 * self.z_halo + 1:
             raise VolumeError(
@@ -416,7 +421,10 @@ class StreamedSegmentation:
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__, "monai": monai.__version__},
         }
-        if self.output_ext != ".raw":
+        if self.output_ext in (".zarr", ".h5"):
+            final = {"store": self._store(final)}
+            record["outputs"] = {"store": str(final["store"])}
+        elif self.output_ext != ".raw":
             final = {name: self._convert(name, path) for name, path in final.items()}
             record["outputs"] = {k: str(v) for k, v in final.items()}
         write_atomically(self.provenance_path, json.dumps(record, indent=2, default=str) + "\n")
@@ -428,6 +436,18 @@ class StreamedSegmentation:
             self._lock.close()
             self._lock = None
         shutil.rmtree(self.progress_dir, ignore_errors=True)
+
+    def _store(self, raws: dict[str, Path]) -> Path:
+        """The finished raw outputs as one OME-Zarr or HDF5 store beside them (slab by slab); the raws are removed."""
+        voxel = self.volume.meta.get("voxel_size", self.volume.meta.get("VOXEL_SIZE", 1.0))
+        voxel = [float(v) for v in voxel] if isinstance(voxel, (list, tuple)) else [float(voxel)] * 3
+        target = self.output_dir / f"{volume_stem(self.input_path)}{self.output_ext}"
+        writer = write_ome_zarr if self.output_ext == ".zarr" else write_hdf5
+        writer(target, {name: open_volume(path) for name, path in raws.items()}, self.class_names, voxel)
+        for path in raws.values():
+            path.unlink()
+            sidecar_path(path).unlink()
+        return target
 
     def _convert(self, name: str, raw_path: Path) -> Path:
         volume = open_volume(raw_path)
