@@ -130,7 +130,7 @@ def quantize_int8(onnx_path: Path, samples: list[np.ndarray], calibration: dict,
     start = time.perf_counter()
     model = ov.Core().read_model(str(onnx_path))
     quantized = nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples))
-    tmp = directory / f".{xml.stem}.partial.xml"
+    tmp = directory / f".{xml.stem}.{os.getpid()}.partial.xml"
     ov.save_model(quantized, str(tmp), compress_to_fp16=False)
     seconds = round(time.perf_counter() - start, 1)
     record = {**facts, "samples": [list(s.shape) for s in samples], "seconds": seconds, "made": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

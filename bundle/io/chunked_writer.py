@@ -27,13 +27,14 @@ COLOURS = ([200, 200, 200, 0], [255, 160, 0, 255], [0, 120, 255, 255], [220, 40,
 NAMES = {"seg": "segmentation", "uncertainty": "uncertainty", "prob": "probabilities"}
 
 
-def _classes(volume: Volume, name: str, num_classes: int) -> int:
-    return num_classes if name == "prob" else 1
+def _depth(volume: Volume, name: str, num_classes: int) -> int:
+    """Slices per class: the probability file holds the classes as consecutive blocks of z."""
+    return volume.shape[0] // (num_classes if name == "prob" else 1)
 
 
 def _slabs(volume: Volume, name: str, num_classes: int, slab: int):
     """(z0, block) over the volume; probabilities come as [C, z, y, x] blocks of the C-major file."""
-    depth = volume.shape[0] // _classes(volume, name, num_classes)
+    depth = _depth(volume, name, num_classes)
     for z0 in range(0, depth, slab):
         z1 = min(z0 + slab, depth)
         if name == "prob":
@@ -126,7 +127,7 @@ def write_hdf5(target: str | os.PathLike, outputs: dict[str, Volume], class_name
     num_classes = len(class_names)
     with atomic_output(target) as tmp, h5py.File(tmp, "w") as f:
         for name, volume in outputs.items():
-            depth = volume.shape[0] // _classes(volume, name, num_classes)
+            depth = _depth(volume, name, num_classes)
             shape = ((num_classes,) if name == "prob" else ()) + (depth,) + volume.shape[1:]
             chunks = shape[:-3] + (min(slab, depth),) + volume.shape[1:]
             dataset = f.create_dataset(NAMES[name], shape=shape, dtype=volume.dtype, chunks=chunks, compression="gzip", compression_opts=1)
