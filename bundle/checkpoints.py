@@ -16,15 +16,16 @@ from pathlib import Path
 import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint, DiskSaver
 
 from .flags import as_flag
-from .io import atomic_output, write_atomically
+from .io import write_atomically
 
 __all__ = [
-    "BestModelSaver",
     "CheckpointError",
+    "EpochCheckpoint",
     "ModelSidecarWriter",
-    "ResumableCheckpointSaver",
+    "ReplacingDiskSaver",
     "ResumeFromCheckpoint",
     "file_sha256",
     "load_weights",
@@ -149,73 +150,62 @@ class ModelSidecarWriter:
             write_atomically(self.path, json.dumps(self.content, indent=2) + "\n")
 
 
-def _atomic_save(obj, path: Path) -> None:
-    with atomic_output(path) as tmp:
-        torch.save(obj, tmp)
+class ReplacingDiskSaver(DiskSaver):
+    """Ignite's atomic `DiskSaver` for a checkpoint kept under one fixed name.
+
+    Ignite's `Checkpoint` removes the file it supersedes before it writes the new one. Under a fixed
+    name that is the same file, so a run killed in between would be left without its model; the
+    atomic replace overwrites it instead, and `remove` does nothing. MONAI's `CheckpointSaver` is not
+    used because it writes with `atomic=False` and removes first: a kill during a save loses the
+    best model or leaves it truncated.
+    """
+
+    def remove(self, filename: str) -> None:
+        return None
 
 
-class BestModelSaver:
-    """Saves the network's plain state dict as `model.pt` whenever the key validation metric improves.
+class EpochCheckpoint:
+    """Ignite `Checkpoint` of `save_dict` to `<ckpt_dir>/<filename>` at each epoch end of the engine it is attached to.
 
-    Attach to the validation evaluator. Its best value is part of the resumable checkpoint
-    (`state_dict`), so a resumed run does not overwrite a better model with a worse one.
+    With `metric_name` (attach to the validation evaluator) it keeps the best model: it saves only
+    when that metric improves on the best so far, and its `state_dict` (the best value) goes into
+    the resumable checkpoint so a resumed run does not overwrite a better model with a worse one.
+    Without it (attach to the trainer) it saves every epoch, with the trainer added to `save_dict`.
 
     Args:
-        ckpt_dir: folder of `model.pt`.
-        network: the trained network (DDP-wrapped or not).
+        ckpt_dir: folder of the checkpoint.
+        filename: its fixed name, e.g. "model.pt" or "checkpoint.pt".
+        save_dict: objects with `state_dict()`; one object is saved as its plain state dict.
         metric_name: key metric of the evaluator, higher is better.
     """
 
-    def __init__(self, ckpt_dir: str, network: torch.nn.Module, metric_name: str = "val_mean_iou") -> None:
-        self.path = Path(ckpt_dir) / "model.pt"
-        self.network = network
+    def __init__(self, ckpt_dir: str, filename: str, save_dict: dict, metric_name: str | None = None) -> None:
         self.metric_name = metric_name
-        self.best = -float("inf")
+        self.checkpoint = Checkpoint(
+            dict(save_dict),
+            ReplacingDiskSaver(ckpt_dir, require_empty=False),
+            filename_pattern=filename,
+            n_saved=1,
+            score_function=(lambda engine: float(engine.state.metrics[metric_name])) if metric_name else None,
+            score_name=metric_name,
+        )
+        self.path = Path(ckpt_dir) / filename
 
     def attach(self, engine: Engine) -> None:
+        if self.metric_name is None:
+            self.checkpoint.to_save["trainer"] = engine
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
-        value = float(engine.state.metrics[self.metric_name])
-        if value > self.best:
-            self.best = value
-            if idist.get_rank() == 0:
-                target = self.network.module if hasattr(self.network, "module") else self.network
-                _atomic_save(target.state_dict(), self.path)
-                logger.info("new best %s %.4f: saved %s", self.metric_name, value, self.path)
+        self.checkpoint(engine)
+        if self.metric_name is not None and self.checkpoint.state_dict()["_saved"][-1][0] == float(engine.state.metrics[self.metric_name]):
+            logger.info("best %s %.4f: %s", self.metric_name, engine.state.metrics[self.metric_name], self.path)
 
     def state_dict(self) -> dict:
-        return {"best": self.best}
+        return self.checkpoint.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
-        self.best = float(state["best"])
-
-
-class ResumableCheckpointSaver:
-    """Saves everything a resumed run needs to `checkpoint.pt` after each training epoch, atomically.
-
-    The trainer it is attached to is saved under "trainer" beside `save_dict`.
-
-    Args:
-        ckpt_dir: folder of `checkpoint.pt`.
-        save_dict: other objects with `state_dict()`: model, optimizer, lr_scheduler, ...
-    """
-
-    def __init__(self, ckpt_dir: str, save_dict: dict) -> None:
-        self.path = Path(ckpt_dir) / "checkpoint.pt"
-        self.save_dict = dict(save_dict)
-
-    def attach(self, engine: Engine) -> None:
-        self.save_dict["trainer"] = engine
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
-
-    def __call__(self, engine: Engine) -> None:
-        if idist.get_rank() == 0:
-            state = {}
-            for name, obj in self.save_dict.items():
-                obj = obj.module if hasattr(obj, "module") else obj
-                state[name] = obj.state_dict()
-            _atomic_save(state, self.path)
+        self.checkpoint.load_state_dict(state)
 
 
 class ResumeFromCheckpoint:

@@ -182,12 +182,12 @@ def test_training_stopped_by_a_signal_resumes_at_the_next_epoch_with_lr_and_best
     process.wait(timeout=120)
     assert process.returncode != 0, "training finished before it could be stopped"
     saved = torch.load(checkpoint, weights_only=False)
-    epoch, best = saved["trainer"]["iteration"] // saved["trainer"]["epoch_length"], saved["best_model"]["best"]
-    assert 2 <= epoch < 40 and not list((tmp_path / "models").glob(".*.partial"))
+    epoch, best = saved["trainer"]["iteration"] // saved["trainer"]["epoch_length"], saved["best_model"]["_saved"][0][0]
+    assert 2 <= epoch < 40 and sorted(p.name for p in (tmp_path / "models").iterdir()) == ["checkpoint.pt", "model.json", "model.pt"]
     result = bundle_run(*[a if a != "40" else str(epoch + 2) for a in args], "--resume", "True")
     log = result.stdout + result.stderr
     assert f"Epoch: {epoch + 1}/{epoch + 2}" in log and f"Epoch: {epoch}/" not in log
     final = torch.load(checkpoint, weights_only=False)
     assert final["trainer"]["iteration"] == (epoch + 2) * 2
     assert final["lr_scheduler"]["last_epoch"] == saved["lr_scheduler"]["last_epoch"] + 2
-    assert final["best_model"]["best"] >= best
+    assert final["best_model"]["_saved"][0][0] >= best
