@@ -158,3 +158,18 @@ def test_an_app_injects_its_data_list_and_a_list_of_two_is_refused(tiny_dataset,
     assert open_volume(tmp_path / "app" / "phantom.seg.raw").shape == (48, 64, 64)
     with pytest.raises(ValueError, match="a list of one"):
         single_image([{"image": "a.raw"}, {"image": "b.raw"}])
+
+
+def test_the_configs_postprocessing_gives_probabilities_labels_and_normalised_entropy():
+    """The `postprocessing` id other MONAI apps run after the `inferer`: what the streamed writer writes."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "inference.json"))
+    chain = parser.get_parsed_content("postprocessing")
+    logits = torch.tensor([[[[9.0, 0.0]]], [[[0.0, 0.0]]], [[[0.0, 0.0]]]])
+    result = chain({"pred": logits})
+    np.testing.assert_allclose(torch.as_tensor(result["pred"]).sum(0), 1.0, rtol=1e-6)
+    assert torch.as_tensor(result["label"]).tolist() == [[[0, 0]]]
+    uncertainty = torch.as_tensor(result["uncertainty"])[0, 0]
+    assert uncertainty[1] == pytest.approx(1.0) and 0 < uncertainty[0] < 0.01

@@ -2,6 +2,7 @@
 
 from .autocast import AutocastInferer
 from .calibration import calibration_batches
+from .postprocessing import NormalisedEntropyd
 from .streamed import (
     ResumeMismatchError,
     StreamedSegmentation,
@@ -17,6 +18,7 @@ __all__ = [
     "AutocastInferer",
     "calibration_batches",
     "OverlapTileInferer",
+    "NormalisedEntropyd",
     "ResumeMismatchError",
     "context_margin",
     "receptive_radius",

@@ -27,7 +27,6 @@ import fcntl
 import hashlib
 import json
 import logging
-import math
 import os
 import platform
 import shutil
@@ -338,8 +337,12 @@ class StreamedSegmentation:
             )
         return data
 
-    def _planes(self, logits: torch.Tensor) -> dict[str, np.ndarray]:
-        """The output arrays of [C, Z, Y, X] logits, computed a few planes at a time to bound temporaries."""
+    def _planes(self, logits: torch.Tensor, postprocessing: Callable[[dict], dict]) -> dict[str, np.ndarray]:
+        """The output arrays of [C, Z, Y, X] logits, computed a few planes at a time to bound temporaries.
+
+        `postprocessing` (the config's chain) maps {"pred": logits} to probabilities under "pred", labels
+        under "label" and, where the uncertainty is written, the normalised entropy under "uncertainty".
+        """
         _, depth, height, width = logits.shape
         planes = {"seg": np.empty((depth, height, width), np.uint8)}
         if "prob" in self.outputs:
@@ -348,19 +351,20 @@ class StreamedSegmentation:
             planes["uncertainty"] = np.empty((depth, height, width), np.uint8)
         step = max(1, 2**22 // (height * width))
         for z in range(0, depth, step):
-            probabilities = torch.softmax(logits[:, z : z + step].float(), dim=0)
-            planes["seg"][z : z + step] = probabilities.argmax(0).to(torch.uint8).numpy()
+            result = postprocessing({"pred": logits[:, z : z + step].float()})
+            planes["seg"][z : z + step] = torch.as_tensor(result["label"]).to(torch.uint8).numpy()
             if "prob" in planes:
+                probabilities = torch.as_tensor(result["pred"])
                 if self.prob_dtype == np.uint8:
                     planes["prob"][:, z : z + step] = torch.round(probabilities * 255).to(torch.uint8).numpy()
                 else:
                     planes["prob"][:, z : z + step] = probabilities.numpy()
             if "uncertainty" in planes:
-                entropy = -(probabilities * torch.log(probabilities.clamp_min(1e-12))).sum(0) / math.log(self.num_classes)
+                entropy = torch.as_tensor(result["uncertainty"])
                 planes["uncertainty"][z : z + step] = torch.round(entropy.clamp(0, 1) * 255).to(torch.uint8).numpy()
         return planes
 
-    def write(self, index: int, logits: torch.Tensor) -> None:
+    def write(self, index: int, logits: torch.Tensor, postprocessing: Callable[[dict], dict]) -> None:
         """Write slab `index` from its [C, Z, Y, X] logits with plain positioned writes, then mark it done.
 
         Plain `pwrite` + `fsync` (no memory map of the outputs) and `POSIX_FADV_DONTNEED` afterwards keep
@@ -369,7 +373,7 @@ class StreamedSegmentation:
         z0, z1 = self.slabs[index]
         (y0, _), (x0, _) = self.context
         dy, dx = self.box[1].start - y0, self.box[2].start - x0
-        planes = self._planes(logits[:, :, dy : dy + self.shape[1], dx : dx + self.shape[2]])
+        planes = self._planes(logits[:, :, dy : dy + self.shape[1], dx : dx + self.shape[2]], postprocessing)
         plane_size = self.shape[1] * self.shape[2]
         offset = (z0 - self.box[0].start) * plane_size
         total = self.shape[0] * plane_size
@@ -496,12 +500,16 @@ class StreamedWriter:
     Args:
         stream: the `StreamedSegmentation`.
         dataset: its `StreamedSlabDataset` (planned after `prepare`).
+        postprocessing: the config's chain from {"pred": logits} to probabilities, "label" and "uncertainty".
         progress: show a tqdm progress bar.
     """
 
-    def __init__(self, stream: StreamedSegmentation, dataset: StreamedSlabDataset, progress: bool = True) -> None:
+    def __init__(
+        self, stream: StreamedSegmentation, dataset: StreamedSlabDataset, postprocessing: Callable[[dict], dict], progress: bool = True
+    ) -> None:
         self.stream = stream
         self.dataset = dataset
+        self.postprocessing = postprocessing
         self.progress = as_flag(progress)
         self._bar = None
         self.outputs: dict[str, Path] = {}
@@ -526,7 +534,7 @@ class StreamedWriter:
         slabs = engine.state.batch["slab"]
         for logits, index in zip(predictions, slabs):
             index = int(index)
-            self.stream.write(index, logits.detach().cpu())
+            self.stream.write(index, logits.detach().cpu(), self.postprocessing)
             if self._bar is not None:
                 z0, z1 = self.stream.slabs[index]
                 self._bar.update((z1 - z0) * self.stream.shape[1] * self.stream.shape[2])
