@@ -18,12 +18,13 @@ __all__ = ["install_cause_hook", "root_cause"]
 def root_cause(error: BaseException) -> BaseException:
     """The innermost error of the bundle's own in an error's `__cause__` / `__context__` chain, else the innermost one.
 
-    The bundle's errors name the file and the problem; a library error they wrap is detail.
+    The bundle's errors name the file and the problem; a library error they wrap is detail, and
+    one they raise `from None` is left out, as Python's own traceback leaves it out.
     """
     chain = []
     while error is not None and all(error is not e for e in chain):
         chain.append(error)
-        error = error.__cause__ or error.__context__
+        error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
     own = [e for e in chain if type(e).__module__.split(".")[0] == "bundle"]
     return (own or chain)[-1]
 

@@ -1,9 +1,11 @@
 """Beamline formats read through `open_volume`: HDF5 written by h5py (Blosc-compressed with hdf5plugin), Zarr arrays
 written by zarr, OME-Zarr written by the ome-zarr package; bad inputs named; `run inference` on an HDF5 dataset."""
 
+import gc
+
 import numpy as np
 import pytest
-from conftest import infer
+from conftest import CONFIGS, infer
 
 from bundle.io import VolumeError, open_volume
 
@@ -163,3 +165,33 @@ def test_run_inference_writes_ome_zarr_that_ome_zarr_opens_with_its_labels_and_a
         np.testing.assert_array_equal(f["segmentation"][:], seg)
         np.testing.assert_array_equal(f["probabilities"][:], prob)
         assert list(f["segmentation"].attrs["class_names"]) == ["matrix", "fibre", "porosity"]
+
+
+def test_a_run_stopped_while_writing_the_store_converts_again_without_segmenting_and_gives_the_same_bytes(
+    tiny_dataset, models, tmp_path, monkeypatch
+):
+    from monai.bundle import run
+
+    import bundle.io.chunked_writer as chunked_writer
+
+    common = ("--backend", "torch", "--precision", "fp32", "--progress", "False", "--output_ext", ".zarr")
+    infer(tiny_dataset / "phantom.raw", tmp_path / "whole", models["2d"], "2d", *common)
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt("stopped while writing the store")
+
+    monkeypatch.setattr(chunked_writer, "_downsample", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        run("inference", config_file=str(CONFIGS / "inference.json"), input_path=str(tiny_dataset / "phantom.raw"),
+            output_dir=str(tmp_path / "stopped"), ckpt_path=str(models["2d"]), roi_size=[256, 256], **{"network_def#f0": 4},
+            backend="torch", precision="fp32", progress=False, output_ext=".zarr")
+    monkeypatch.undo()
+    gc.collect()
+    assert not (tmp_path / "stopped" / "phantom.zarr").exists(), sorted(p.name for p in (tmp_path / "stopped").rglob("*"))
+    result = infer(tiny_dataset / "phantom.raw", tmp_path / "stopped", models["2d"], "2d", *common)
+    assert "resuming phantom.raw: 1 of 1 slabs done, 0 to go" in result.stdout + result.stderr
+    assert sorted(p.name for p in (tmp_path / "stopped").iterdir()) == ["phantom.provenance.json", "phantom.zarr"]
+    files = sorted(p.relative_to(tmp_path / "whole") for p in (tmp_path / "whole").rglob("*") if p.is_file() and "zarr" in p.parts[-1] + str(p))
+    for name in files:
+        if name.suffix != ".json" or name.name == "zarr.json":
+            assert (tmp_path / "stopped" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name

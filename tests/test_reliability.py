@@ -191,3 +191,21 @@ def test_training_stopped_by_a_signal_resumes_at_the_next_epoch_with_lr_and_best
     assert final["trainer"]["iteration"] == (epoch + 2) * 2
     assert final["lr_scheduler"]["last_epoch"] == saved["lr_scheduler"]["last_epoch"] + 2
     assert final["best_model"]["_saved"][0][0] >= best
+
+
+def test_the_last_line_names_the_error_raised_from_none_not_the_library_error_it_replaced():
+    from bundle.errors import root_cause
+
+    def locked():
+        try:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        except BlockingIOError:
+            raise RuntimeError("out: another inference run is writing scan.raw into this folder") from None
+
+    try:
+        try:
+            locked()
+        except RuntimeError as err:
+            raise RuntimeError("Failed to evaluate ConfigExpression") from err
+    except RuntimeError as wrapped:
+        assert str(root_cause(wrapped)) == "out: another inference run is writing scan.raw into this folder"

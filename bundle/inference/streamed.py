@@ -57,6 +57,7 @@ from ..io import (
     write_volume,
 )
 from ..io.chunked_writer import write_hdf5, write_ome_zarr
+from ..io.volumes import RawVolume
 
 __all__ = ["ResumeMismatchError", "StreamedSegmentation", "StreamedSlabDataset", "StreamedWriter", "normalise_grey", "single_image"]
 
@@ -403,14 +404,20 @@ class StreamedSegmentation:
         if missing:
             raise RuntimeError(f"{self.input_path}: slabs {missing[:5]} were not segmented; run the same command again to finish.")
         extra = {k: v for k, v in self.volume.meta.items() if isinstance(v, (int, float, str, list))}
-        final = {}
-        for name, path in self.outputs.items():
+        infos = {}
+        for name in self.outputs:
             shape = (self.shape[0] * self.num_classes,) + self.shape[1:] if name == "prob" else self.shape
             info_extra = {**extra, **({"NUM_CLASSES": self.num_classes, "CLASS_AXIS": "slowest (z blocks per class)"} if name == "prob" else {})}
             dtype = self.prob_dtype if name == "prob" else np.dtype(np.uint8)
-            sidecar_path(path).write_text(format_sidecar(RawInfo(shape, dtype.newbyteorder("<"), "<", info_extra)))
-            os.replace(atomic_path(path), path)
-            final[name] = path
+            infos[name] = RawInfo(shape, dtype.newbyteorder("<"), "<", info_extra)
+        if self.output_ext in (".zarr", ".h5"):
+            final = {"store": self._store(infos)}
+        else:
+            final = {}
+            for name, path in self.outputs.items():
+                sidecar_path(path).write_text(format_sidecar(infos[name]))
+                os.replace(atomic_path(path), path)
+                final[name] = path
         elapsed = time.time() - self._started
         record = {
             **self.provenance,
@@ -425,10 +432,7 @@ class StreamedSegmentation:
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__, "monai": monai.__version__},
         }
-        if self.output_ext in (".zarr", ".h5"):
-            final = {"store": self._store(final)}
-            record["outputs"] = {"store": str(final["store"])}
-        elif self.output_ext != ".raw":
+        if self.output_ext not in (".raw", ".zarr", ".h5"):
             final = {name: self._convert(name, path) for name, path in final.items()}
             record["outputs"] = {k: str(v) for k, v in final.items()}
         write_atomically(self.provenance_path, json.dumps(record, indent=2, default=str) + "\n")
@@ -441,16 +445,20 @@ class StreamedSegmentation:
             self._lock = None
         shutil.rmtree(self.progress_dir, ignore_errors=True)
 
-    def _store(self, raws: dict[str, Path]) -> Path:
-        """The finished raw outputs as one OME-Zarr or HDF5 store beside them (slab by slab); the raws are removed."""
+    def _store(self, infos: dict[str, RawInfo]) -> Path:
+        """The finished partial raws as one OME-Zarr or HDF5 store (slab by slab, under a temporary name), then removed.
+
+        The partials and progress markers stay until the store is complete, so a run killed while
+        writing it converts again when restarted, without segmenting anything again.
+        """
         voxel = self.volume.meta.get("voxel_size", self.volume.meta.get("VOXEL_SIZE", 1.0))
         voxel = [float(v) for v in voxel] if isinstance(voxel, (list, tuple)) else [float(voxel)] * 3
         target = self.output_dir / f"{volume_stem(self.input_path)}{self.output_ext}"
         writer = write_ome_zarr if self.output_ext == ".zarr" else write_hdf5
-        writer(target, {name: open_volume(path) for name, path in raws.items()}, self.class_names, voxel)
-        for path in raws.values():
+        partials = {name: atomic_path(path) for name, path in self.outputs.items()}
+        writer(target, {name: RawVolume(partials[name], infos[name]) for name in partials}, self.class_names, voxel)
+        for path in partials.values():
             path.unlink()
-            sidecar_path(path).unlink()
         return target
 
     def _convert(self, name: str, raw_path: Path) -> Path:
@@ -519,7 +527,7 @@ class StreamedWriter:
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.iteration_completed)
         engine.add_event_handler(Events.COMPLETED, self.completed)
 
-    def started(self, engine: Engine) -> None:
+    def started(self, engine: Engine | None) -> None:
         self.stream.prepare()
         pending = self.dataset._plan()
         if self.progress and idist.get_rank() == 0:
@@ -528,6 +536,15 @@ class StreamedWriter:
             plane = self.stream.shape[1] * self.stream.shape[2]
             total = sum(self.stream.slabs[i][1] - self.stream.slabs[i][0] for i in pending) * plane
             self._bar = tqdm(total=total, unit="vox", unit_scale=True, desc=f"segmenting {self.stream.input_path.name}")
+
+    def run_without_slabs(self) -> None:
+        """Prepare and finalise when this rank has no slab left to segment (an earlier session did them all).
+
+        Ignite does not run an engine with nothing to iterate, so none of the events above would fire:
+        the outputs would stay partial, and under DDP the other ranks would wait at the barriers.
+        """
+        self.started(None)
+        self.completed(None)
 
     def iteration_completed(self, engine: Engine) -> None:
         predictions = engine.state.output["pred"] if isinstance(engine.state.output, dict) else [o["pred"] for o in engine.state.output]
@@ -539,7 +556,7 @@ class StreamedWriter:
                 z0, z1 = self.stream.slabs[index]
                 self._bar.update((z1 - z0) * self.stream.shape[1] * self.stream.shape[2])
 
-    def completed(self, engine: Engine) -> None:
+    def completed(self, engine: Engine | None) -> None:
         if self._bar is not None:
             self._bar.close()
         self.outputs = self.stream.finalize()

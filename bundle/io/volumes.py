@@ -81,13 +81,13 @@ class Volume:
 
 
 class RawVolume(Volume):
-    """A `.raw` file described by its `.raw.info` sidecar, read through short-lived memory maps."""
+    """A `.raw` file described by its `.raw.info` sidecar (or by `info`), read through short-lived memory maps."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, info: RawInfo | None = None) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise VolumeError(f"{self.path}: raw volume not found.")
-        info = parse_sidecar(sidecar_path(self.path)).resolved(self.path)
+        info = (info or parse_sidecar(sidecar_path(self.path))).resolved(self.path)
         self.info = info
         self.shape = info.shape
         self.dtype = np.dtype(info.dtype)
