@@ -12,6 +12,7 @@
     python scripts/benchmark.py suite --output docs/results/benchmark_avx512_bf16.json --models '{"2.5d": "..."}'
     python scripts/benchmark.py edges|memory|tiff-pages|seamless --output docs/results/NAME.json
     python scripts/benchmark.py backends --output docs/results/backends_avx512_bf16.json
+    python scripts/benchmark.py formats --output docs/results/formats.json
     python scripts/benchmark.py report
 
 `suite` runs the default-against-fp32 measurements of docs/performance.md for one machine class
@@ -160,7 +161,7 @@ def _inference(input_path: str, ckpt_path: str | None, variant: str, output_dir:
         "input": str(input_path),
         "shape_zyx": list(volume.shape),
         "dtype": str(volume.dtype),
-        "gib_on_disk": round(Path(input_path).stat().st_size / 2**30, 3),
+        "gib_on_disk": round(_disk_bytes(Path(input_path)) / 2**30, 3),
         "voxels": voxels,
         "seconds_incl_startup": round(seconds, 1),
         "seconds_segmenting": round(segmenting, 2),
@@ -647,6 +648,114 @@ def memory(
     _emit(result, output)
 
 
+def _write_formats(source: np.ndarray, depth: int, folder: Path, chunks: tuple) -> dict[str, str]:
+    """`source` repeated along z to `depth` slices as raw, Blosc-LZ4 HDF5 (`/exchange/data`) and Zarr v3 (zstd), block by block."""
+    import h5py
+    import hdf5plugin
+    import zarr
+
+    from bundle.io import RawInfo, format_sidecar, sidecar_path
+
+    folder.mkdir(parents=True, exist_ok=True)
+    shape = (int(depth),) + source.shape[1:]
+    paths = {"raw": folder / "volume.raw", "hdf5": folder / "volume.h5", "zarr": folder / "volume.zarr"}
+    with open(paths["raw"], "wb") as raw, h5py.File(paths["hdf5"], "w") as h5:
+        dataset = h5.create_dataset("exchange/data", shape=shape, dtype=source.dtype, chunks=tuple(chunks),
+                                    **hdf5plugin.Blosc(cname="lz4", shuffle=hdf5plugin.Blosc.SHUFFLE))
+        array = zarr.create_array(str(paths["zarr"]), shape=shape, dtype=source.dtype, chunks=tuple(chunks), zarr_format=3)
+        step = source.shape[0] - source.shape[0] % chunks[0]
+        for z0 in range(0, shape[0], step):
+            block = source[: min(step, shape[0] - z0)]
+            raw.write(block.tobytes())
+            dataset[z0 : z0 + len(block)] = block
+            array[z0 : z0 + len(block)] = block
+    sidecar_path(paths["raw"]).write_text(format_sidecar(RawInfo(shape, source.dtype, "<", {})))
+    return {name: str(path) for name, path in paths.items()}
+
+
+def _read_rate(path: str, slab: int = 8) -> float:
+    """MiB/s of reading the whole volume slab by slab through `open_volume`, as inference reads it."""
+    from bundle.io import open_volume
+
+    volume = open_volume(path)
+    start = time.perf_counter()
+    for z0 in range(0, volume.shape[0], slab):
+        volume.read(z0, min(z0 + slab, volume.shape[0]))
+    return volume.dtype.itemsize * int(np.prod(volume.shape)) / 2**20 / (time.perf_counter() - start)
+
+
+def _ome_zarr_nodes(store: Path) -> dict:
+    """What the `ome-zarr` package's reader finds in an output store: the image and the labels, with their shapes."""
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Label, Multiscales, Reader
+
+    nodes = list(Reader(parse_url(str(store)))())
+    labels = [n for n in nodes if n.load(Label)]
+    images = [n for n in nodes if n.load(Multiscales) and not n.load(Label)]
+    return {
+        "image_shape": list(images[0].data[0].shape) if images else None,
+        "labels_shape": list(labels[0].data[0].shape) if labels else None,
+    }
+
+
+def formats(
+    plane: int = 1024,
+    source_depth: int = 32,
+    compare_depth: int = 128,
+    big_gib: float = 2.0,
+    f0: int = 4,
+    chunks: tuple = (16, 256, 256),
+    work_dir: str | None = None,
+    output: str | None = None,
+) -> None:
+    """Beamline formats: the same volume as raw, Blosc-LZ4 HDF5 and Zarr, read and segmented (to OME-Zarr).
+
+    `compare_depth` slices of `plane`^2 (a phantom of `source_depth` slices repeated) give read
+    throughput and end-to-end voxels/s per format, with the labels checked equal; then a
+    `big_gib` GiB HDF5 and a Zarr input are segmented to OME-Zarr with the child's peak RSS, and
+    the `ome-zarr` reader must find the image and the labels. A fixed-seed f0=`f0` network stands
+    in for a trained one, as in `memory`: the reading and writing, not the network, are measured.
+    """
+    import zarr
+
+    from bundle.phantom import make_phantom
+
+    work = Path(work_dir) if work_dir else _scratch("xct_formats_")
+    make_phantom(work / "source", (int(source_depth), int(plane), int(plane)), seed=11)
+    from bundle.io import open_volume
+
+    source = open_volume(work / "source" / "phantom.raw").read()
+    torch.manual_seed(0)
+    ckpt = work / "model.pt"
+    torch.save(ModularUNet(f0=int(f0)).state_dict(), ckpt)
+    network = {"network_def#f0": int(f0)}
+    result = {"machine": machine(), "plane": int(plane), "chunks_zyx": list(chunks), "f0": int(f0), "compare": [], "big": []}
+    inputs = _write_formats(source, compare_depth, work / "compare", chunks)
+    _inference(inputs["raw"], str(ckpt), "2d", work / "warm_up", **network)
+    labels = {}
+    for name, path in inputs.items():
+        row = _inference(path, str(ckpt), "2d", work / f"out_{name}", output_ext=".zarr", **network)
+        labels[name] = np.asarray(zarr.open_group(str(work / f"out_{name}" / "volume.zarr"), mode="r")["labels/segmentation/0"])
+        row.update({"format": name, "read_mib_per_s": round(_read_rate(path))})
+        row["labels_equal_raw_input"] = bool(np.array_equal(labels[name], labels["raw"]))
+        result["compare"].append(row)
+    shutil.rmtree(work / "compare")
+    depth = int(round(float(big_gib) * 2**30 / (int(plane) ** 2 * source.dtype.itemsize)))
+    inputs = _write_formats(source, depth, work / "big", chunks)
+    for name in ("hdf5", "zarr"):
+        out = work / f"big_{name}"
+        row = _inference(inputs[name], str(ckpt), "2d", out, output_ext=".zarr", **network)
+        row.update({"format": name, "gib_uncompressed": round(depth * int(plane) ** 2 * source.dtype.itemsize / 2**30, 3),
+                    **_ome_zarr_nodes(out / "volume.zarr")})
+        result["big"].append(row)
+        shutil.rmtree(out)
+    _emit(result, output)
+
+
+def _disk_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+
+
 def _train_child(variant: str, precision: str, epochs: int, steps: int, batch: int, dataset_dir: Path) -> dict:
     command = [sys.executable, str(Path(__file__).resolve()), "train-workflow", "--variant", variant, "--precision", precision]
     command += ["--epochs", str(epochs), "--steps", str(steps), "--batch", str(batch), "--dataset_dir", str(dataset_dir)]
@@ -1010,5 +1119,6 @@ if __name__ == "__main__":
             "tiff-pages": tiff_pages,
             "seamless": seamless,
             "backends": backends,
+            "formats": formats,
         }
     )

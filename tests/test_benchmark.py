@@ -90,3 +90,15 @@ def test_suite_writes_every_measurement_of_the_performance_page(tmp_path):
     default = "bf16" if machine["cpu_native_bf16"] else "fp32"
     assert [(r["variant"], r["precision"]) for r in result["train_workflow"]] == [("2d", default), ("2d", "fp32")]
     assert all(r["steps_timed"] == 2 and r["seconds_per_step"] > 0 and r["peak_rss_mib"] > 100 for r in result["train_workflow"])
+
+
+def test_formats_reads_and_segments_the_same_volume_from_raw_hdf5_and_zarr_and_ome_zarr_opens_the_result(tmp_path):
+    result = benchmark("formats", "--plane", "64", "--source_depth", "16", "--compare_depth", "24", "--big_gib", "0.0002",
+                       "--chunks", "[8,32,32]", "--work_dir", str(tmp_path), "--output", str(tmp_path / "formats.json"))
+    assert [row["format"] for row in result["compare"]] == ["raw", "hdf5", "zarr"]
+    assert all(row["labels_equal_raw_input"] and row["read_mib_per_s"] > 0 and row["shape_zyx"] == [24, 64, 64] for row in result["compare"])
+    assert [row["format"] for row in result["big"]] == ["hdf5", "zarr"]
+    for row in result["big"]:
+        assert row["shape_zyx"] == [52, 64, 64] and row["labels_shape"] == row["image_shape"] == [52, 64, 64]
+        assert 100 < row["peak_rss_mib"] < 4096
+    assert json.loads((tmp_path / "formats.json").read_text()) == result
