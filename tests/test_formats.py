@@ -2,10 +2,13 @@
 written by zarr, OME-Zarr written by the ome-zarr package; bad inputs named; `run inference` on an HDF5 dataset."""
 
 import gc
+import json
+import re
 
 import numpy as np
 import pytest
-from conftest import CONFIGS, infer
+import torch
+from conftest import CONFIGS, VARIANT_ARGS, bundle_run, config_list, infer
 
 from bundle.io import VolumeError, open_volume
 
@@ -94,6 +97,40 @@ def test_zarr_group_without_multiscales_and_extra_channels_are_refused(tmp_path,
         open_volume(tmp_path / "four.zarr")
 
 
+def test_unknown_compressors_and_chunks_too_large_to_decompress_are_named_with_the_file(tmp_path, grey, monkeypatch):
+    import bundle.io.volumes as volumes_module
+
+    with h5py.File(tmp_path / "mystery.h5", "w") as f:
+        dataset = f.create_dataset("exchange/data", shape=grey.shape, dtype=grey.dtype, chunks=(4, 40, 48), compression=32099,
+                                   allow_unknown_filter=True)
+        for z0 in range(0, grey.shape[0], 4):
+            dataset.id.write_direct_chunk((z0, 0, 0), grey[z0 : z0 + 4].tobytes())
+    volume = open_volume(tmp_path / "mystery.h5")
+    with pytest.raises(VolumeError, match="mystery.h5: cannot read /exchange/data z 0-4 .*needs its filter"):
+        volume.read(0, 4)
+    zarr.create_array(str(tmp_path / "mystery.zarr"), data=grey, chunks=(5, 40, 48))
+    metadata = json.loads((tmp_path / "mystery.zarr" / "zarr.json").read_text())
+    metadata["codecs"].append({"name": "mystery_codec"})
+    (tmp_path / "mystery.zarr" / "zarr.json").write_text(json.dumps(metadata))
+    with pytest.raises(VolumeError, match="mystery.zarr: not a readable Zarr store .*mystery_codec"):
+        open_volume(tmp_path / "mystery.zarr").read(0, 5)
+    zarr.create_array(str(tmp_path / "one_chunk.zarr"), shape=(8, 1024, 1024), dtype=np.uint8, chunks=(8, 1024, 1024))
+    assert open_volume(tmp_path / "one_chunk.zarr").shape == (8, 1024, 1024)
+    monkeypatch.setattr(volumes_module, "usable_memory_bytes", lambda: 8 * 2**20)
+    with pytest.raises(VolumeError, match=r"one_chunk.zarr: chunks \(8, 1024, 1024\) .* decompress 0.01 GiB, more than half of the 0.01 GiB"):
+        open_volume(tmp_path / "one_chunk.zarr")
+
+
+def test_usable_memory_is_capped_by_the_cgroup_limit(tmp_path):
+    from bundle.io.volumes import usable_memory_bytes
+
+    physical = usable_memory_bytes(tmp_path)
+    (tmp_path / "memory.max").write_text("1073741824\n")
+    assert usable_memory_bytes(tmp_path) == min(physical, 2**30)
+    (tmp_path / "memory.max").write_text("max\n")
+    assert usable_memory_bytes(tmp_path) == physical
+
+
 def test_run_inference_on_an_hdf5_dataset_gives_the_labels_of_the_raw_file(tiny_dataset, models, tmp_path):
     grey = open_volume(tiny_dataset / "phantom.raw").read()
     with h5py.File(tmp_path / "scan.h5", "w") as f:
@@ -105,25 +142,42 @@ def test_run_inference_on_an_hdf5_dataset_gives_the_labels_of_the_raw_file(tiny_
     assert (tmp_path / "h5" / "scan.seg.raw").read_bytes() == (tmp_path / "raw" / "phantom.seg.raw").read_bytes()
 
 
-def test_a_dataset_of_an_hdf5_image_and_zarr_labels_evaluates_like_the_raw_one(tiny_dataset, models, tmp_path):
-    import json
-
-    from conftest import VARIANT_ARGS, bundle_run, config_list
-
+@pytest.fixture(scope="module")
+def formats_dataset(tiny_dataset, tmp_path_factory):
+    """The tiny phantom's dataset.json with the image as a Blosc-LZ4 HDF5 dataset and the labels as a Zarr array."""
+    folder = tmp_path_factory.mktemp("formats_dataset")
     grey, labels = open_volume(tiny_dataset / "phantom.raw").read(), open_volume(tiny_dataset / "phantom.ground_truth.raw").read()
-    with h5py.File(tmp_path / "scan.h5", "w") as f:
+    with h5py.File(folder / "scan.h5", "w") as f:
         f.create_dataset("entry/data/data", data=grey, chunks=(4,) + grey.shape[1:], **hdf5plugin.Blosc(cname="lz4"))
-    zarr.create_array(str(tmp_path / "labels.zarr"), data=labels, chunks=(8,) + labels.shape[1:])
+    zarr.create_array(str(folder / "labels.zarr"), data=labels, chunks=(8,) + labels.shape[1:])
     described = json.loads((tiny_dataset / "dataset.json").read_text())["volumes"][0]
     volume = {"image": "scan.h5::/entry/data/data", "label": "labels.zarr", "splits": described["splits"]}
-    (tmp_path / "dataset.json").write_text(json.dumps({"volumes": [volume]}))
+    (folder / "dataset.json").write_text(json.dumps({"volumes": [volume]}))
+    return folder
+
+
+def test_a_dataset_of_an_hdf5_image_and_zarr_labels_evaluates_like_the_raw_one(tiny_dataset, formats_dataset, models, tmp_path):
     scores = {}
-    for name, folder in (("raw", tiny_dataset), ("formats", tmp_path)):
+    for name, folder in (("raw", tiny_dataset), ("formats", formats_dataset)):
         bundle_run("run", "evaluate", "--config_file", config_list("inference.json", "evaluate.json"), "--dataset_dir", str(folder),
                    "--output_dir", str(tmp_path / f"eval_{name}"), "--ckpt_path", str(models["2d"]), "--network_def#f0", "4",
                    "--write_volumes", "False", *VARIANT_ARGS["2d"])
         scores[name] = json.loads((tmp_path / f"eval_{name}" / "metrics.json").read_text())["confusion"]["counts"]
     assert scores["formats"] == scores["raw"]
+
+
+def test_training_on_an_hdf5_image_and_zarr_labels_equals_training_on_the_raw_files(tiny_dataset, formats_dataset, tmp_path):
+    """Same crops, same steps: the weights after a short fp32 run are identical, and so are the validation IoUs."""
+    weights, logs = {}, {}
+    for name, folder in (("raw", tiny_dataset), ("formats", formats_dataset)):
+        result = bundle_run("run", "training", "--config_file", config_list("train.json"), "--dataset_dir", str(folder),
+                            "--output_dir", str(tmp_path / name), "--max_epochs", "2", "--steps_per_epoch", "2", "--batch_size", "2",
+                            "--val_interval", "1", "--network_def#f0", "4", "--num_workers", "0", "--crop_size", "[32,32]",
+                            "--val_roi", "[256,256]", "--precision", "fp32")
+        logs[name] = re.findall(r"val_mean_iou: ([0-9.]+)", result.stdout + result.stderr)
+        weights[name] = torch.load(tmp_path / name / "models" / "model.pt", weights_only=True)
+    assert len(logs["raw"]) == 2 and logs["formats"] == logs["raw"]
+    assert all(torch.equal(weights["formats"][k], v) for k, v in weights["raw"].items())
 
 
 def test_chunks_of_the_full_depth_are_reported_with_a_hint(tmp_path, caplog):

@@ -28,6 +28,7 @@ __all__ = [
     "Volume",
     "VolumeError",
     "open_volume",
+    "usable_memory_bytes",
     "volume_stem",
     "write_volume",
 ]
@@ -49,6 +50,19 @@ def volume_stem(path: str | os.PathLike) -> str:
     return name
 
 
+def usable_memory_bytes(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """Memory this process may use: physical memory, capped by the cgroup limit (v2 `memory.max`, v1 `limit_in_bytes`)."""
+    limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for name in ("memory.max", "memory/memory.limit_in_bytes"):
+        try:
+            value = (cgroup_root / name).read_text().strip()
+        except OSError:
+            continue
+        if value.isdigit():
+            limit = min(limit, int(value))
+    return limit
+
+
 class Volume:
     """A read-only volume: `shape` (z, y, x), `dtype`, `meta` (sidecar extras, voxel size)."""
 
@@ -68,9 +82,21 @@ class Volume:
         raise NotImplementedError
 
     def _check_chunked(self, chunks: tuple[int, ...] | None, hint: str) -> None:
-        """Refuse non-grey dtypes; warn once when chunks span the whole depth (every slab then reads the whole volume)."""
+        """Refuse non-grey dtypes and chunks too large to decompress; warn when chunks span the whole depth.
+
+        A read decompresses every chunk it touches, so the smallest read of a full plane needs one
+        z-row of chunks in memory; more than half of what this process may use is refused.
+        """
         if self.dtype.kind not in "uif":
             raise VolumeError(f"{self.path}: holds {self.dtype}, not grey values (integers or floats).")
+        if chunks:
+            row = chunks[0] * -(-self.shape[1] // chunks[1]) * chunks[1] * -(-self.shape[2] // chunks[2]) * chunks[2] * self.dtype.itemsize
+            limit = usable_memory_bytes()
+            if row > limit / 2:
+                raise VolumeError(
+                    f"{self.path}: chunks {tuple(chunks)} (z, y, x) make each read decompress {row / 2**30:.2f} GiB, more than half "
+                    f"of the {limit / 2**30:.2f} GiB this process may use; {hint}"
+                )
         if chunks and chunks[0] == self.shape[0] and self.shape[0] > 64:
             logging.getLogger(__name__).warning(
                 "%s: chunks %s span the full depth, so each slab reads the whole volume; %s", self.path, chunks, hint
