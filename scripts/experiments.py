@@ -3,13 +3,14 @@
     python scripts/experiments.py compare-variants --dataset_dir D --epochs 20
     python scripts/experiments.py ablation --dataset_dir D --epochs 20
     python scripts/experiments.py learning-curve --dataset_dir D --epochs 20
-    python scripts/experiments.py levers --dataset_dir D --epochs 20 --models '{"shipped": "models/model.pt"}'
+    python scripts/experiments.py levers --dataset_dir D --epochs 20 --seeds '[0,1,2]'
+    python scripts/experiments.py inference-levers --data_seeds '[11,12,13]' --models '{"shipped": "models/model.pt"}'
     python scripts/experiments.py plot --results runs/experiments/results.csv
     python scripts/experiments.py table --results runs/experiments/results.csv
 
 Every study command takes the options of `Study`: `--dataset_dir` (default demo), `--epochs`
-(20), `--crop_scale` (1.0), `--work_dir` (runs/experiments), `--results` (<work_dir>/results.csv)
-and `--overrides`. Every finished run appends one row to the results CSV; a study started again skips the runs
+(20), `--crop_scale` (1.0), `--work_dir` (runs/experiments), `--results` (<work_dir>/results.csv),
+`--seeds` ([0]: every run is trained once per seed) and `--overrides`. Every finished run appends one row to the results CSV; a study started again skips the runs
 already in it, so an interrupted study resumes, and a run whose configuration another study
 already trained reuses that result. `--crop_scale 0.5` trains every variant on its paper crop
 halved along each axis (a budget for CPUs); `--overrides '{"batch_size": 4}'` passes any
@@ -38,6 +39,7 @@ CONFIGS = ROOT / "configs"
 FIELDS = [
     "study",
     "run",
+    "seed",
     "variant",
     "f0",
     "change",
@@ -164,8 +166,10 @@ class Study:
         work_dir: str = "runs/experiments",
         results: str | None = None,
         overrides: dict | None = None,
+        seeds: tuple = (0,),
     ):
         self.dataset_dir = dataset_dir
+        self.seeds = [int(s) for s in (seeds if isinstance(seeds, (list, tuple)) else [seeds])]
         self.epochs = int(epochs)
         self.crop_scale = float(crop_scale)
         self.work_dir = Path(work_dir)
@@ -178,8 +182,8 @@ class Study:
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
-    def _training(self, variant: str, network: dict, extra: dict, overlays: list[str]) -> tuple[dict, str]:
-        train = {"network_def#f0": 16, **network, **extra}
+    def _training(self, variant: str, network: dict, extra: dict, overlays: list[str], seed: int) -> tuple[dict, str]:
+        train = {"network_def#f0": 16, **network, **extra, "seed": seed}
         if self.crop_scale != 1 and "crop_size" not in self.overrides:
             train["crop_size"] = _crop_size(variant, self.crop_scale, int(train.get("network_def#u_depth", 3)))
         config = json.dumps(
@@ -207,10 +211,11 @@ class Study:
         _bundle("evaluate", variant, overlays, overrides, output.parent / f"{output.name}.log")
         return json.loads((output / "metrics.json").read_text())
 
-    def _row(self, study, name, variant, network, change, train_slices, crop, seconds, metrics, config) -> dict:
+    def _row(self, study, name, seed, variant, network, change, train_slices, crop, seconds, metrics, config) -> dict:
         return {
             "study": study,
             "run": name,
+            "seed": seed,
             "variant": variant,
             "f0": network.get("network_def#f0", 16),
             "change": change,
@@ -239,26 +244,25 @@ class Study:
         change: str = "",
         train_slices=None,
         overlays: list[str] | None = None,
-    ) -> Path:
-        """Train and evaluate one run (or reuse an equal one); returns the folder holding its models/model.pt."""
-        overlays = list(overlays or [])
-        train, config = self._training(variant, network, dict(extra or {}), overlays)
+    ) -> dict[int, Path]:
+        """Train and evaluate one run per seed (or reuse an equal one); returns each seed's folder holding models/model.pt."""
+        return {
+            seed: self._run_seed(study, name, seed, variant, network, dict(extra or {}), change, train_slices, list(overlays or []))
+            for seed in self.seeds
+        }
+
+    def _run_seed(self, study, name, seed, variant, network, extra, change, train_slices, overlays) -> Path:
+        train, config = self._training(variant, network, extra, overlays, seed)
         rows = _rows(self.results)
-        folder = self._folder(study, name)
-        if any(r["run"] == name for r in rows):
-            print(f"skip {name}: already in {self.results}")
+        folder = self._folder(study, f"{name} seed={seed}")
+        if any(r["run"] == name and _seed(r) == seed for r in rows):
+            print(f"skip {name} seed {seed}: already in {self.results}")
             return self._trained_folder(config, folder)
         same = [r for r in rows if r["config"] == config]
         if same:
-            row = {
-                **same[0],
-                "study": study,
-                "run": name,
-                "change": change,
-                "train_slices": _slices(train_slices),
-            }
+            row = {**same[0], "study": study, "run": name, "seed": seed, "change": change, "train_slices": _slices(train_slices)}
             _append(self.results, row)
-            print(f"{name}: same configuration as {same[0]['run']}, its result reused")
+            print(f"{name} seed {seed}: same configuration as {same[0]['run']}, its result reused")
             return self._trained_folder(config, folder)
         overrides = {
             "dataset_dir": self.dataset_dir,
@@ -279,10 +283,8 @@ class Study:
             folder / "eval",
         )
         crop = train.get("crop_size") or self.overrides.get("crop_size") or _crop_size(variant, 1, 3)
-        _append(
-            self.results, self._row(study, name, variant, train, change, train_slices, crop, seconds, metrics, config)
-        )
-        print(f"{name}: mean IoU {metrics['mean_iou']:.4f} ({seconds:.0f} s)")
+        _append(self.results, self._row(study, name, seed, variant, train, change, train_slices, crop, seconds, metrics, config))
+        print(f"{name} seed {seed}: mean IoU {metrics['mean_iou']:.4f} ({seconds:.0f} s)")
         return folder
 
     def _trained_folder(self, config: str, fallback: Path) -> Path:
@@ -293,20 +295,25 @@ class Study:
         return fallback
 
     def score(
-        self, study: str, name: str, variant: str, network: dict, checkpoint: Path, change: str, overlays: list[str]
+        self, study: str, name: str, seed: int, variant: str, network: dict, checkpoint: Path, change: str, overlays: list[str]
     ) -> None:
-        """Evaluate an existing checkpoint with inference overlays (no training)."""
-        if any(r["run"] == name for r in _rows(self.results)):
-            print(f"skip {name}: already in {self.results}")
+        """Evaluate an existing checkpoint with inference overlays (no training); `seed` is the model's or the data's."""
+        if any(r["run"] == name and _seed(r) == seed for r in _rows(self.results)):
+            print(f"skip {name} seed {seed}: already in {self.results}")
             return
-        folder = self._folder(study, name)
+        folder = self._folder(study, f"{name} seed={seed}")
         metrics = self._evaluate(variant, network, Path(checkpoint), overlays, folder / "eval")
-        config = json.dumps({"checkpoint": str(checkpoint), "overlays": overlays}, sort_keys=True)
+        config = json.dumps({"checkpoint": str(checkpoint), "overlays": overlays, "dataset_dir": str(self.dataset_dir)}, sort_keys=True)
         _append(
             self.results,
-            {**self._row(study, name, variant, network, change, None, [], 0.0, metrics, config), "epochs": ""},
+            {**self._row(study, name, seed, variant, network, change, None, [], 0.0, metrics, config), "epochs": ""},
         )
-        print(f"{name}: mean IoU {metrics['mean_iou']:.4f}, porosity {metrics['iou']['porosity']:.4f}")
+        print(f"{name} seed {seed}: mean IoU {metrics['mean_iou']:.4f}, porosity {metrics['iou']['porosity']:.4f}")
+
+
+def _seed(row: dict) -> int:
+    """A row's seed; rows written before seeds were recorded ran with the default seed 0."""
+    return int(row.get("seed") or 0)
 
 
 def compare_variants(
@@ -359,92 +366,112 @@ def learning_curve(
 
 def levers(
     training: tuple = tuple(TRAINING_LEVERS),
-    inference: tuple = tuple(INFERENCE_LEVERS),
     trained_inference: tuple = ("multi_axis",),
-    models: dict | None = None,
     f0: int = 16,
     **options,
 ) -> None:
     """Levers beyond the paper on the 2D model: training options (three-plane crops, the paper's uniform crop
     sampling instead of the default pore over-sampling, the paper's plain Jaccard2 instead of the default
-    class-weighted one), each trained at the study budget; then the `inference` options (TTA, multi-axis fusion)
-    scored on any `--models '{"name": "path/model.pt"}'` (e.g. the shipped one), and the `trained_inference` ones
-    on the study's z-only and three-plane models (does a model need to have seen x-z / y-z planes to gain from
-    multi-axis fusion?)."""
+    class-weighted one), each trained at the study budget for every seed; then the `trained_inference` options
+    (e.g. multi-axis fusion) on the z-only and three-plane models of each seed (does a model need to have seen
+    x-z / y-z planes to gain from multi-axis fusion?)."""
     study = Study(**options)
     network = {"network_def#f0": int(f0)}
     for name in training:
         if name not in TRAINING_LEVERS:
             raise ValueError(f"unknown training lever {name!r}; choose from {list(TRAINING_LEVERS)}")
-    for name in (*inference, *trained_inference):
+    for name in trained_inference:
         if name not in INFERENCE_LEVERS:
             raise ValueError(f"unknown inference lever {name!r}; choose from {list(INFERENCE_LEVERS)}")
-    trained = {
-        name: study.run("levers", f"2d train {name}", "2d", network, change=name, overlays=TRAINING_LEVERS[name])
-        for name in training
-    }
-    checkpoints = {
-        f"train {name}": folder / "models" / "model.pt"
-        for name, folder in trained.items()
-        if name in ("none", "three_planes")
-    }
-    checkpoints |= {name: Path(path) for name, path in (models or {}).items()}
-    for model, checkpoint in checkpoints.items():
-        given = model in (models or {})
-        for lever in inference if given else trained_inference:
-            if lever != "none" or given:
-                study.score(
-                    "levers", f"2d {model} + infer {lever}", "2d", network, checkpoint, lever, INFERENCE_LEVERS[lever]
-                )
+    for name in training:
+        folders = study.run("levers", f"2d train {name}", "2d", network, change=name, overlays=TRAINING_LEVERS[name])
+        if name not in ("none", "three_planes"):
+            continue
+        for seed, folder in folders.items():
+            for lever in trained_inference:
+                study.score("levers", f"2d train {name} + infer {lever}", seed, "2d", network, folder / "models" / "model.pt",
+                            lever, INFERENCE_LEVERS[lever])
+
+
+def inference_levers(
+    models: dict | None = None,
+    levers: tuple = tuple(INFERENCE_LEVERS),
+    data_seeds: tuple = (11, 12, 13),
+    shape: tuple = (64, 256, 256),
+    f0: int = 16,
+    **options,
+) -> None:
+    """TTA and multi-axis fusion on trained models (default: the shipped one), each scored on phantoms of `data_seeds`
+    (made under <work_dir>/data/seed<N> when missing; their test slices): the spread is over unseen volumes."""
+    from bundle.phantom import make_phantom
+
+    models = models or {"shipped": str(ROOT / "models" / "model.pt")}
+    for name in levers:
+        if name not in INFERENCE_LEVERS:
+            raise ValueError(f"unknown inference lever {name!r}; choose from {list(INFERENCE_LEVERS)}")
+    for seed in data_seeds:
+        study = Study(**options)
+        data = study.work_dir / "data" / f"seed{int(seed)}"
+        if not (data / "dataset.json").is_file():
+            make_phantom(data, tuple(int(v) for v in shape), seed=int(seed))
+        study.dataset_dir = str(data)
+        for model, checkpoint in models.items():
+            for lever in levers:
+                study.score("inference_levers", f"2d {model} + infer {lever}", int(seed), "2d", {"network_def#f0": int(f0)},
+                            Path(checkpoint), lever, INFERENCE_LEVERS[lever])
+
+
+def _runs(rows: list[dict], study: str) -> list[tuple[dict, dict]]:
+    """(first row, summary over seeds) of each run of a study, in order of appearance."""
+    chosen = [r for r in rows if r["study"] == study]
+    names = dict.fromkeys(r["run"] for r in chosen)
+    return [(next(r for r in chosen if r["run"] == n), _summary([r for r in chosen if r["run"] == n])) for n in names]
 
 
 def plot(results: str = "runs/experiments/results.csv", output_dir: str = "docs") -> None:
-    """Figures like the paper's 5a (variants), 5b (ablations) and 6 (learning curve) from the results CSV."""
+    """Figures like the paper's 5a (variants), 5b (ablations) and 6 (learning curve) from the results CSV
+    (mean over seeds, with the standard deviation as error bars)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with open(results, newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = _rows(Path(results))
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    variants = [r for r in rows if r["study"] == "variants"]
+    variants = _runs(rows, "variants")
     if variants:
         fig, ax = plt.subplots(figsize=(6, 4))
         for variant, marker in zip(VARIANT_ORDER, "os^"):
-            points = sorted(
-                (int(r["parameters"]), float(r["mean_iou"]) * 100, r["f0"]) for r in variants if r["variant"] == variant
-            )
+            points = sorted((int(r["parameters"]), m["mean_iou"], m["mean_iou_sd"], r["f0"]) for r, m in variants if r["variant"] == variant)
             if points:
-                ax.plot([p[0] for p in points], [p[1] for p in points], marker=marker, color="black", label=variant)
-                for x, y, f0 in points:
+                ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points], marker=marker,
+                            color="black", capsize=3, label=variant)
+                for x, y, _, f0 in points:
                     ax.annotate(f"({f0})", (x, y), fontsize=7)
         ax.set_xscale("log")
         ax.set_xlabel("trainable parameters")
         ax.set_ylabel("mean IoU (%)")
         ax.legend()
         written.append(save_figure(fig, out / "fig5a_variants.png"))
-    ablations = [r for r in rows if r["study"] == "ablation"]
+    ablations = _runs(rows, "ablation")
     if ablations:
         fig, ax = plt.subplots(figsize=(7, 4))
-        for r in ablations:
-            ax.scatter(int(r["parameters"]), float(r["mean_iou"]) * 100, color="black", s=12)
-            ax.annotate(r["change"], (int(r["parameters"]), float(r["mean_iou"]) * 100), fontsize=7)
+        for r, m in ablations:
+            ax.errorbar(int(r["parameters"]), m["mean_iou"], yerr=m["mean_iou_sd"], color="black", marker="o", markersize=3, capsize=3)
+            ax.annotate(r["change"], (int(r["parameters"]), m["mean_iou"]), fontsize=7)
         ax.set_xscale("log")
         ax.set_xlabel("trainable parameters")
         ax.set_ylabel("mean IoU (%)")
         written.append(save_figure(fig, out / "fig5b_ablation.png"))
-    curve = sorted(
-        (int(r["train_slices"]), float(r["mean_iou"]) * 100, float(r["bin_zero_oc_train_mean"]) * 100)
-        for r in rows
-        if r["study"] == "learning_curve"
-    )
+    curve = sorted((int(r["train_slices"]), m["mean_iou"], m["mean_iou_sd"], float(r["bin_zero_oc_train_mean"]) * 100)
+                   for r, m in _runs(rows, "learning_curve"))
     if curve:
         fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot([c[0] for c in curve], [c[1] for c in curve], "o-", color="black", label="2D Modular U-Net")
-        ax.axhline(curve[-1][2], linestyle="--", color="gray", label="Bin-ZeroOC (fitted on train)")
+        ax.errorbar([c[0] for c in curve], [c[1] for c in curve], yerr=[c[2] for c in curve], fmt="o-", color="black",
+                    capsize=3, label="2D Modular U-Net")
+        ax.axhline(curve[-1][3], linestyle="--", color="gray", label="Bin-ZeroOC (fitted on train)")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("annotated train slices")
         ax.set_ylabel("mean IoU (%)")
@@ -454,48 +481,81 @@ def plot(results: str = "runs/experiments/results.csv", output_dir: str = "docs"
         print(path)
 
 
-def _reference(row: dict, by_run: dict) -> dict | None:
-    """The run a row is compared with: the unchanged 2D model for ablations and training levers, the same model
+def _reference(run: str, study: str, runs: set[str]) -> str | None:
+    """The run a run is compared with: the unchanged 2D model for ablations and training levers, the same model
     without inference levers for inference levers."""
-    if row["study"] == "ablation":
-        return by_run.get("2d ablation default")
-    if row["study"] == "levers" and " + infer " in row["run"]:
-        model = row["run"].split(" + infer ")[0]
-        return by_run.get(f"{model} + infer none") or by_run.get(model)
-    if row["study"] == "levers":
-        return by_run.get("2d train none")
-    return None
+    if " + infer " in run:
+        model = run.split(" + infer ")[0]
+        return next((r for r in (f"{model} + infer none", model) if r in runs and r != run), None)
+    candidates = {"ablation": "2d ablation default", "levers": "2d train none"}
+    return candidates.get(study) if candidates.get(study) in runs and candidates.get(study) != run else None
+
+
+METRICS = ("iou_matrix", "iou_fibre", "iou_porosity", "mean_iou")
+
+
+def _summary(rows: list[dict]) -> dict:
+    """Mean and sample standard deviation (0 for one seed) of each metric, in %, over a run's seeds."""
+    import statistics
+
+    out = {"seeds": sorted(_seed(r) for r in rows)}
+    for key in METRICS:
+        values = [float(r[key]) * 100 for r in rows]
+        out[key] = statistics.fmean(values)
+        out[f"{key}_sd"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    out["train_seconds"] = statistics.fmean(float(r["train_seconds"] or 0) for r in rows)
+    out["eval_seconds_per_mvoxel"] = statistics.fmean(float(r["eval_seconds_per_mvoxel"]) for r in rows)
+    return out
+
+
+def _spread(summary: dict, key: str) -> str:
+    return f"{summary[key]:.1f} ± {summary[key + '_sd']:.1f}" if len(summary["seeds"]) > 1 else f"{summary[key]:.1f}"
+
+
+def study_tables(results: str | Path) -> dict[str, str]:
+    """A markdown table per study of a results CSV: each run's mean ± standard deviation over its seeds, and its
+    difference in mean IoU and porosity IoU from its reference, marked `*` where it exceeds the two spreads summed."""
+    rows = _rows(Path(results))
+    tables = {}
+    for study in dict.fromkeys(r["study"] for r in rows):
+        chosen = [r for r in rows if r["study"] == study]
+        runs = {name: _summary([r for r in chosen if r["run"] == name]) for name in dict.fromkeys(r["run"] for r in chosen)}
+        first = {name: next(r for r in chosen if r["run"] == name) for name in runs}
+        order = list(runs)
+        if study == "variants":
+            order.sort(key=lambda n: (VARIANT_ORDER.index(first[n]["variant"]), int(first[n]["f0"])))
+        if study == "learning_curve":
+            order.sort(key=lambda n: int(first[n]["train_slices"]) if first[n]["train_slices"].isdigit() else float("inf"))
+        lines = [
+            "| run | seeds | parameters | matrix | fibre | porosity | mean | d porosity | d mean | train s | eval s/Mvox |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for name in order:
+            r, ref = runs[name], runs.get(_reference(name, study, set(runs)) or "")
+            deltas = []
+            for key in ("iou_porosity", "mean_iou"):
+                if ref is None:
+                    deltas.append("")
+                    continue
+                d = r[key] - ref[key]
+                beyond = len(r["seeds"]) > 1 and len(ref["seeds"]) > 1 and abs(d) > r[f"{key}_sd"] + ref[f"{key}_sd"]
+                deltas.append(f"{d:+.1f}{'*' if beyond else ''}")
+            lines.append(
+                f"| {name} | {','.join(map(str, r['seeds']))} | {int(first[name]['parameters']):,} | {r['iou_matrix']:.1f} | "
+                f"{r['iou_fibre']:.1f} | {_spread(r, 'iou_porosity')} | **{_spread(r, 'mean_iou')}** | {deltas[0]} | {deltas[1]} | "
+                f"{round(r['train_seconds']) if r['train_seconds'] else ''} | {r['eval_seconds_per_mvoxel']:.1f} |"
+            )
+        baseline = _summary([dict(r, iou_matrix=0, iou_fibre=0, iou_porosity=0, mean_iou=r["bin_zero_oc_test_mean"]) for r in chosen])
+        lines.append(f"\nBin-ZeroOC fitted on each test volume itself: mean IoU {baseline['mean_iou']:.1f}"
+                     + (f" ± {baseline['mean_iou_sd']:.1f}" if baseline["mean_iou_sd"] > 0 else "") + ".")
+        tables[f"{Path(results).stem}:{study}"] = "\n".join(lines) + "\n"
+    return tables
 
 
 def table(results: str = "runs/experiments/results.csv") -> None:
-    """Markdown tables of every study in the results CSV (IoU in %, differences against each study's reference)."""
-    rows = _rows(Path(results))
-    by_run = {r["run"]: r for r in rows}
-    pct = lambda r, key: float(r[key]) * 100  # noqa: E731
-    for study in dict.fromkeys(r["study"] for r in rows):
-        print(f"\n### {study}\n")
-        print("| run | parameters | matrix | fibre | porosity | mean | d porosity | d mean | train s | eval s/Mvox |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-        chosen = [r for r in rows if r["study"] == study]
-        if study == "variants":
-            chosen.sort(key=lambda r: (VARIANT_ORDER.index(r["variant"]), int(r["f0"])))
-        if study == "learning_curve":
-            chosen.sort(key=lambda r: int(r["train_slices"]) if r["train_slices"].isdigit() else float("inf"))
-        for r in chosen:
-            ref = _reference(r, by_run)
-            deltas = [
-                f"{pct(r, k) - pct(ref, k):+.1f}" if ref and ref is not r else "" for k in ("iou_porosity", "mean_iou")
-            ]
-            train = r["train_seconds"] if float(r["train_seconds"] or 0) else ""
-            print(
-                f"| {r['run']} | {int(r['parameters']):,} | {pct(r, 'iou_matrix'):.1f} | {pct(r, 'iou_fibre'):.1f} | {pct(r, 'iou_porosity'):.1f} "
-                f"| **{pct(r, 'mean_iou'):.1f}** | {deltas[0]} | {deltas[1]} | {train} | {float(r['eval_seconds_per_mvoxel']):.1f} |"
-            )
-    if rows:
-        print(
-            f"\nBin-ZeroOC mean IoU on the same test slices: {pct(rows[0], 'bin_zero_oc_train_mean'):.1f} fitted on the train "
-            f"slices, {pct(rows[0], 'bin_zero_oc_test_mean'):.1f} fitted on the test slices themselves."
-        )
+    """Markdown tables of every study in the results CSV (IoU in %, mean ± sd over seeds, differences from references)."""
+    for name, text in study_tables(results).items():
+        print(f"\n### {name}\n\n{text}")
 
 
 if __name__ == "__main__":
@@ -505,6 +565,7 @@ if __name__ == "__main__":
             "ablation": ablation,
             "learning-curve": learning_curve,
             "levers": levers,
+            "inference-levers": inference_levers,
             "plot": plot,
             "table": table,
         }

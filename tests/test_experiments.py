@@ -22,48 +22,48 @@ def test_each_study_writes_its_rows_and_an_interrupted_study_resumes(tiny_datase
     out = experiment("ablation", *common, "--f0", "4", "--changes", "['default','no_residual']")
     assert "skip 2d ablation default" in out
     experiment("learning-curve", *common, "--f0", "4", "--sizes", "[1,2]")
-    given = tmp_path / "variants" / "2d_f0-4" / "models" / "model.pt"
-    experiment(
-        "levers",
-        *common,
-        "--f0",
-        "4",
-        "--training",
-        "['none','paper_sampling','paper_loss']",
-        "--inference",
-        "['none','tta']",
-        "--trained_inference",
-        "['tta']",
-        "--models",
-        f'{{"given": "{given}"}}',
-    )
+    experiment("levers", *common, "--f0", "4", "--training", "['none','paper_sampling','paper_loss']", "--trained_inference", "['tta']",
+               "--seeds", "[0,1]")
+    given = tmp_path / "variants" / "2d_f0-4_seed-0" / "models" / "model.pt"
+    experiment("inference-levers", "--work_dir", str(tmp_path), "--overrides", TINY, "--f0", "4", "--levers", "['none','tta']",
+               "--data_seeds", "[5,6]", "--shape", "[48,64,64]", "--models", f'{{"given": "{given}"}}')
     table = rows(tmp_path / "results.csv")
-    assert [r["run"] for r in table] == [
-        "2d f0=4",
-        "2.5d f0=4",
-        "2d ablation default",
-        "2d ablation no_residual",
-        "2d slices=1",
-        "2d slices=2",
-        "2d train none",
-        "2d train paper_sampling",
-        "2d train paper_loss",
-        "2d train none + infer tta",
-        "2d given + infer none",
-        "2d given + infer tta",
+    assert [(r["run"], r["seed"]) for r in table] == [
+        ("2d f0=4", "0"),
+        ("2.5d f0=4", "0"),
+        ("2d ablation default", "0"),
+        ("2d ablation no_residual", "0"),
+        ("2d slices=1", "0"),
+        ("2d slices=2", "0"),
+        ("2d train none", "0"),
+        ("2d train none", "1"),
+        ("2d train none + infer tta", "0"),
+        ("2d train none + infer tta", "1"),
+        ("2d train paper_sampling", "0"),
+        ("2d train paper_sampling", "1"),
+        ("2d train paper_loss", "0"),
+        ("2d train paper_loss", "1"),
+        ("2d given + infer none", "5"),
+        ("2d given + infer tta", "5"),
+        ("2d given + infer none", "6"),
+        ("2d given + infer tta", "6"),
     ]
     assert all(0 <= float(r["mean_iou"]) <= 1 and float(r["bin_zero_oc_test_mean"]) > 0 for r in table)
     assert all(float(r["eval_seconds_per_mvoxel"]) > 0 for r in table)
     assert int(table[3]["parameters"]) < int(table[2]["parameters"])
     assert [r["train_slices"] for r in table[4:6]] == ["1", "2"]
-    reused = [r for r in table if r["run"] in ("2d ablation default", "2d train none")]
+    reused = [r for r in table if r["run"] in ("2d ablation default", "2d train none") and r["seed"] == "0"]
     assert all(r["mean_iou"] == table[0]["mean_iou"] and r["config"] == table[0]["config"] for r in reused)
-    assert len({r["config"] for r in table[6:9]}) == 3
-    assert table[10]["mean_iou"] == table[0]["mean_iou"]
+    assert table[7]["config"] != table[6]["config"] and len({r["config"] for r in table[10:14]}) == 4
+    assert table[14]["mean_iou"] != table[16]["mean_iou"], "another phantom seed is another test volume"
     markdown = experiment("table", "--results", str(tmp_path / "results.csv"))
-    no_residual = next(line for line in markdown.splitlines() if line.startswith("| 2d ablation no_residual |"))
+    cells = {line.split("|")[1].strip(): line.split("|") for line in markdown.splitlines() if line.startswith("| 2d ")}
     expected = (float(table[3]["mean_iou"]) - float(table[2]["mean_iou"])) * 100
-    assert float(no_residual.split("|")[8]) == round(expected, 1)
+    assert abs(float(cells["2d ablation no_residual"][9].strip(" *")) - expected) <= 0.051
+    mean = lambda name: sum(float(r["mean_iou"]) for r in table if r["run"] == name) / 2 * 100  # noqa: E731
+    assert cells["2d train paper_loss"][2].strip() == "0,1" and " ± " in cells["2d train paper_loss"][7]
+    assert abs(float(cells["2d train paper_loss"][9].strip(" *")) - (mean("2d train paper_loss") - mean("2d train none"))) <= 0.051
+    assert cells["2d given + infer tta"][2].strip() == "5,6"
     experiment("plot", "--results", str(tmp_path / "results.csv"), "--output_dir", str(tmp_path / "figures"))
     assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == [
         "fig5a_variants.png",
