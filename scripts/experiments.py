@@ -72,7 +72,7 @@ INFERENCE_LEVERS = {
 }
 VARIANT_ORDER = ("2d", "2.5d", "3d")
 CONFIG_OF = {"training": ["train.json"], "evaluate": ["inference.json", "evaluate.json"]}
-EVALUATE_KEYS = ("roi_size", "z_halo", "slab", "precision")
+EVALUATE_KEYS = ("roi_size", "z_halo", "slab", "precision", "threads")
 
 
 def _rows(results: Path) -> list[dict]:
