@@ -45,6 +45,7 @@ __all__ = [
     "cpu_model",
     "cpu_has_native_fp16",
     "cuda_capability",
+    "machine_class",
     "resolve_backend",
     "resolve_precision",
     "resolve_runtime",
@@ -306,6 +307,19 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def machine_class() -> dict:
+    """The machine class every figure is measured on: CPU capability, native bf16, usable CPUs, threads."""
+    return {
+        "cpu_capability": cpu_capability(),
+        "cpu_native_bf16": cpu_has_native_bf16(),
+        "cpu_model": cpu_model(),
+        "usable_cpus": usable_cpus(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "emulated_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
+    }
 
 
 def _read_json(path: Path) -> dict:

@@ -39,6 +39,7 @@ import torch
 
 from bundle.io import write_atomically
 from bundle.networks import ModularUNet
+from bundle.runtime import machine_class
 from bundle.variants import VARIANT_NETWORK, ablation_overlays, network_kwargs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -264,21 +265,6 @@ def matmul(size: int = 2048, dtype: str = "bfloat16", repeats: int = 10) -> None
     )
 
 
-def machine() -> dict:
-    """The machine class every figure is measured on: CPU capability, native bf16, usable CPUs, threads."""
-    from bundle.runtime import cpu_capability, cpu_has_native_bf16, cpu_model, usable_cpus
-
-    return {
-        "cpu_capability": cpu_capability(),
-        "cpu_native_bf16": cpu_has_native_bf16(),
-        "cpu_model": cpu_model(),
-        "usable_cpus": usable_cpus(),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "emulated_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
-    }
-
-
 def train_workflow(
     variant: str = "2d",
     precision: str = "auto",
@@ -350,7 +336,7 @@ def _train_workflow(variant, precision, dataset_dir, epochs, steps, batch, **ove
         "seconds_per_step_min": round(min(steady), 3),
         "seconds_first_step_of_epoch": round(statistics.median(first), 3),
         "seconds_waiting_for_data_per_step": round(statistics.median(loads), 4),
-        "machine": machine(),
+        "machine": machine_class(),
     }
 
 
@@ -478,7 +464,7 @@ def edges(dataset_dir: str = str(ROOT / "demo"), ckpt_path: str = str(ROOT / "mo
                 "frame_to_interior": round(float(errors[:, frame].mean() / errors[:, ~frame].mean()), 2),
             }
         )
-    result = {"dataset": str(dataset_dir), "test_slices": [z0, z1], "model": ckpt_path, "margin": margin, "machine": machine(), "rows": rows}
+    result = {"dataset": str(dataset_dir), "test_slices": [z0, z1], "model": ckpt_path, "margin": margin, "machine": machine_class(), "rows": rows}
     _emit(result, output)
 
 
@@ -517,7 +503,7 @@ def tiff_pages(pages: int = 4000, size: int = 64, batch: int = 100, output: str 
             tifffile.imread(path, key=z)
         reopened = time.perf_counter() - began
         rows.append({"first_page": start, "pages_read": int(batch), "seconds_one_handle": round(ours, 4), "seconds_reopened_per_page": round(reopened, 4)})
-    _emit({"pages": int(pages), "page_shape": [size, size], "machine": machine(), "rows": rows}, output)
+    _emit({"pages": int(pages), "page_shape": [size, size], "machine": machine_class(), "rows": rows}, output)
 
 
 def seamless(shape: tuple = (40, 170, 150), roi: tuple = ((14, 22), (37, 141), (3, 77)), output: str | None = None) -> None:
@@ -562,7 +548,7 @@ def seamless(shape: tuple = (40, 170, 150), roi: tuple = ((14, 22), (37, 141), (
                 "slab_3_vs_auto_pct": round(100 * float((labels("slab", slab=3 if variant != "3d" else 8) == whole).mean()), 4),
             }
         )
-    _emit({"shape_zyx": list(shape), "roi": [list(r) for r in roi], "machine": machine(), "rows": rows}, output)
+    _emit({"shape_zyx": list(shape), "roi": [list(r) for r in roi], "machine": machine_class(), "rows": rows}, output)
 
 
 def _own_memory_cgroup() -> Path | None:
@@ -627,7 +613,7 @@ def memory(
     last = work / f"volume_{depths[-1]}.raw"
     with_prob = _inference(str(last), str(ckpt), "2d", work / "out_prob", save_probabilities=True, **{"network_def#f0": int(f0)})
     with_prob["written_bytes"] = sum(p.stat().st_size for p in (work / "out_prob").glob("*.raw"))
-    result = {"machine": machine(), "plane": plane, "runs": runs, "with_probabilities": with_prob}
+    result = {"machine": machine_class(), "plane": plane, "runs": runs, "with_probabilities": with_prob}
     last = work / f"volume_{depths[-1]}.raw"
     command = [sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file", str(ROOT / "configs" / "inference.json"),
                "--input_path", str(last), "--output_dir", str(work / "out_capped"), "--ckpt_path", str(ckpt),
@@ -729,7 +715,7 @@ def formats(
     ckpt = work / "model.pt"
     torch.save(ModularUNet(f0=int(f0)).state_dict(), ckpt)
     network = {"network_def#f0": int(f0)}
-    result = {"machine": machine(), "plane": int(plane), "chunks_zyx": list(chunks), "f0": int(f0), "compare": [], "big": []}
+    result = {"machine": machine_class(), "plane": int(plane), "chunks_zyx": list(chunks), "f0": int(f0), "compare": [], "big": []}
     inputs = _write_formats(source, compare_depth, work / "compare", chunks)
     _inference(inputs["raw"], str(ckpt), "2d", work / "warm_up", **network)
     labels = {}
@@ -803,7 +789,7 @@ def suite(
     make_phantom(work / "train", (48, 256, 256), seed=5)
     bf16_flops = _matmul_flops(2048, torch.bfloat16, 10)
     result = {
-        "machine": machine(),
+        "machine": machine_class(),
         "matmul_gflops": {
             "bfloat16": round(bf16_flops / 1e9, 1),
             "float32": round(_matmul_flops(2048, torch.float32, 10) / 1e9, 1),
@@ -923,7 +909,7 @@ def backends(
     work = _scratch("xct_backends_")
     cache = work / "cache"
     os.environ["XCT_CACHE_DIR"] = str(cache)
-    info = machine()
+    info = machine_class()
     make_phantom(work / "speed", tuple(speed_shape), seed=11)
     for seed in quality_seeds:
         make_phantom(work / f"seed{seed}", tuple(quality_shape), seed=seed)
@@ -961,7 +947,7 @@ def backends(
 
 
 RESULTS = ROOT / "docs" / "results"
-BLOCK = re.compile(r"(<!-- table:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end -->)", re.S)
+BLOCK = re.compile(r"(<!-- table:(?P<name>[\w:.-]+) -->\n)(?P<body>.*?)(<!-- end -->)", re.S)
 
 
 def _table(header: list[str], rows: list[list]) -> str:
@@ -1072,7 +1058,50 @@ def render(results_dir: str | Path = RESULTS) -> dict[str, str]:
         tables["tiff_pages"] = f"{result['pages']} pages of {result['page_shape']}.\n\n" + _table(keys, [[r[k] for k in keys] for r in result["rows"]])
     if (results_dir / "memory.json").is_file():
         tables["memory"] = _memory_table(json.loads((results_dir / "memory.json").read_text()))
+    if (results_dir / "shipped_model.json").is_file():
+        tables["shipped_model"] = _shipped_table(json.loads((results_dir / "shipped_model.json").read_text()))
+    if (results_dir / "formats.json").is_file():
+        tables.update(_formats_tables(json.loads((results_dir / "formats.json").read_text())))
+    for path in sorted(results_dir.glob("study*.csv")):
+        tables.update(_experiments().study_tables(path))
     return tables
+
+
+def _experiments():
+    """scripts/experiments.py, whose `study_tables` renders the study CSVs."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("experiments", Path(__file__).with_name("experiments.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _shipped_table(result: dict) -> str:
+    """IoU (%) of the shipped model and the paper's baselines on each phantom's test slices, and its porosity precision and recall."""
+    names = {"zero_oc": "ZeroOC", "bin_zero_oc_train": "Bin-ZeroOC fitted on the train slices",
+             "bin_zero_oc_test": "Bin-ZeroOC fitted on the test slices"}
+    rows = []
+    for volume in result["volumes"]:
+        m, where = volume["metrics"], f"{volume['name']} (seed {volume['phantom']['seed']}, {'x'.join(map(str, volume['phantom']['shape']))})"
+        pores = m["report"]["porosity"]
+        rows.append([where, "**shipped model**", *(f"{m['iou'][c] * 100:.1f}" for c in ("matrix", "fibre", "porosity")),
+                     f"**{m['mean_iou'] * 100:.1f}**", f"{pores['precision'] * 100:.1f} / {pores['recall'] * 100:.1f}"])
+        for key, label in names.items():
+            b = m["baselines"][key]
+            rows.append([where, label, *(f"{b['iou'][c] * 100:.1f}" for c in ("matrix", "fibre", "porosity")), f"{b['mean_iou'] * 100:.1f}", ""])
+    head = f"{_machine_line(result['machine'])}.\n\n"
+    return head + _table(["test slices of", "model", "matrix", "fibre", "porosity", "mean", "porosity precision / recall"], rows)
+
+
+def _formats_tables(result: dict) -> dict[str, str]:
+    head = f"{_machine_line(result['machine'])}; chunks (z, y, x) {tuple(result['chunks_zyx'])}, f0={result['f0']} network.\n\n"
+    keys = ["format", "shape_zyx", "gib_on_disk", "read_mib_per_s", "voxels_per_s", "peak_rss_mib", "labels_equal_raw_input"]
+    compare = head + _table(keys, [[r[k] for k in keys] for r in result["compare"]])
+    keys = ["format", "shape_zyx", "gib_uncompressed", "gib_on_disk", "seconds_incl_startup", "voxels_per_s", "peak_rss_mib",
+            "image_shape", "labels_shape"]
+    big = head + _table(keys, [[r[k] for k in keys] for r in result["big"]])
+    return {"formats": compare, "formats_big": big}
 
 
 def rendered_docs(docs_dir: str | Path = ROOT / "docs", results_dir: str | Path = RESULTS) -> dict[Path, str]:
@@ -1108,7 +1137,7 @@ if __name__ == "__main__":
             "matmul": matmul,
             "forward": forward,
             "train-workflow": train_workflow,
-            "machine": lambda: print(json.dumps(machine())),
+            "machine": lambda: print(json.dumps(machine_class())),
             "inference": inference,
             "compare": compare,
             "big-volume": big_volume,

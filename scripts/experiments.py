@@ -5,6 +5,7 @@
     python scripts/experiments.py learning-curve --dataset_dir D --epochs 20
     python scripts/experiments.py levers --dataset_dir D --epochs 20 --seeds '[0,1,2]'
     python scripts/experiments.py inference-levers --data_seeds '[11,12,13]' --models '{"shipped": "models/model.pt"}'
+    python scripts/experiments.py shipped --output docs/results/shipped_model.json
     python scripts/experiments.py plot --results runs/experiments/results.csv
     python scripts/experiments.py table --results runs/experiments/results.csv
 
@@ -421,6 +422,37 @@ def inference_levers(
                             Path(checkpoint), lever, INFERENCE_LEVERS[lever])
 
 
+def shipped(
+    ckpt_path: str = str(ROOT / "models" / "model.pt"),
+    work_dir: str = "runs/experiments",
+    output: str | None = None,
+) -> None:
+    """The shipped model through the evaluate workflow (inference defaults) on the test slices of its training
+    phantom (seed 1, 256 x 320 x 320) and of the demo phantom (seed 0, 128 x 256 x 256), made under
+    <work_dir>/data when missing; the metrics, the data and the command go to `output` (JSON)."""
+    from bundle.phantom import make_phantom
+    from bundle.runtime import machine_class
+
+    result = {"machine": machine_class(), "model": str(ckpt_path), "volumes": []}
+    for name, shape, seed in (("training phantom", (256, 320, 320), 1), ("demo phantom", (128, 256, 256), 0)):
+        data = Path(work_dir) / "data" / f"seed{seed}_{'x'.join(map(str, shape))}"
+        if not (data / "dataset.json").is_file():
+            make_phantom(data, shape, seed=seed)
+        out = Path(work_dir) / "shipped" / data.name
+        out.mkdir(parents=True, exist_ok=True)
+        overrides = {"dataset_dir": str(data), "output_dir": str(out), "ckpt_path": str(ckpt_path), "write_volumes": False}
+        _bundle("evaluate", "2d", [], overrides, out.parent / f"{data.name}.log")
+        metrics = json.loads((out / "metrics.json").read_text())
+        command = "python -m monai.bundle run evaluate --config_file \"['configs/inference.json','configs/evaluate.json']\" " + " ".join(_cli(overrides))
+        result["volumes"].append({"name": name, "phantom": {"shape": list(shape), "seed": seed}, "command": command, "metrics": metrics})
+        print(f"{name}: mean IoU {metrics['mean_iou']:.4f}")
+    text = json.dumps(result, indent=1) + "\n"
+    if output:
+        from bundle.io import write_atomically
+
+        write_atomically(output, text)
+
+
 def _runs(rows: list[dict], study: str) -> list[tuple[dict, dict]]:
     """(first row, summary over seeds) of each run of a study, in order of appearance."""
     chosen = [r for r in rows if r["study"] == study]
@@ -566,6 +598,7 @@ if __name__ == "__main__":
             "learning-curve": learning_curve,
             "levers": levers,
             "inference-levers": inference_levers,
+            "shipped": shipped,
             "plot": plot,
             "table": table,
         }
