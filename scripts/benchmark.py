@@ -1058,6 +1058,13 @@ def render(results_dir: str | Path = RESULTS) -> dict[str, str]:
         tables["tiff_pages"] = f"{result['pages']} pages of {result['page_shape']}.\n\n" + _table(keys, [[r[k] for k in keys] for r in result["rows"]])
     if (results_dir / "memory.json").is_file():
         tables["memory"] = _memory_table(json.loads((results_dir / "memory.json").read_text()))
+    if (results_dir / "phantom_baseline.json").is_file():
+        result = json.loads((results_dir / "phantom_baseline.json").read_text())
+        names = ("matrix", "fibre", "porosity")
+        tables["phantom_baseline"] = _table(["", *names, "mean"], [
+            ["class fractions (%)", *(result["fraction"][n] for n in names), ""],
+            ["Bin-ZeroOC IoU (%)", *(result["iou"][n] for n in names), f"**{result['mean_iou']}**"],
+        ])
     if (results_dir / "shipped_model.json").is_file():
         tables["shipped_model"] = _shipped_table(json.loads((results_dir / "shipped_model.json").read_text()))
     if (results_dir / "formats.json").is_file():

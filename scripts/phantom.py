@@ -10,6 +10,7 @@ import numpy as np
 from bundle.baselines import GreyClassHistogram
 from bundle.data import load_dataset_description
 from bundle.figures import phantom_figure
+from bundle.io import write_atomically
 from bundle.metrics import confusion_matrix, iou_per_class
 from bundle.phantom import PhantomConfig, make_phantom
 
@@ -29,8 +30,9 @@ def make(output_dir: str = "demo", shape: tuple = (128, 256, 256), seed: int = 0
     print(json.dumps(summary, indent=2))
 
 
-def baseline(dataset_dir: str = "demo", slab: int = 16) -> None:
-    """Bin-ZeroOC fitted on the whole labelled volume (the paper's "expected performance"): IoU per class and mean."""
+def baseline(dataset_dir: str = "demo", slab: int = 16, output: str | None = None) -> None:
+    """Class fractions and Bin-ZeroOC fitted on the whole labelled volume (the paper's "expected performance"):
+    IoU per class and mean, in %; printed, and written as JSON to `output`."""
     (entry,) = load_dataset_description(dataset_dir)
     image, label = entry.image(), entry.label()
     histogram = GreyClassHistogram(3)
@@ -39,8 +41,16 @@ def baseline(dataset_dir: str = "demo", slab: int = 16) -> None:
     table = histogram.bin_zero_oc_table()
     confusion = sum(confusion_matrix(table[image.read(z, z + slab)], label.read(z, z + slab), 3) for z in range(0, image.shape[0], slab))
     iou = iou_per_class(confusion)
-    result = {"iou": dict(zip(["matrix", "fibre", "porosity"], np.round(iou * 100, 1).tolist())), "mean_iou": round(float(np.mean(iou)) * 100, 1)}
+    names = ["matrix", "fibre", "porosity"]
+    result = {
+        "shape_zyx": list(image.shape),
+        "fraction": dict(zip(names, np.round(confusion.sum(axis=1) / confusion.sum() * 100, 2).tolist())),
+        "iou": dict(zip(names, np.round(iou * 100, 1).tolist())),
+        "mean_iou": round(float(np.mean(iou)) * 100, 1),
+    }
     print(json.dumps(result))
+    if output:
+        write_atomically(output, json.dumps(result, indent=1) + "\n")
 
 
 def figure(dataset_dir: str = "demo", output: str = "docs/phantom_slice.png", z: int | None = None) -> None:
