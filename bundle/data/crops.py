@@ -81,7 +81,9 @@ class RandomCropDataset(Randomizable, torch.utils.data.Dataset):
     from all three orientations (a model then fit for multi-axis inference, as
     volume-segmantics does), the neighbours of a y- or x-plane given as channels the same way.
     With `rare_fraction`, that share of crops is centred on a voxel of `rare_class`
-    (over-sampling the porosity).
+    (over-sampling the porosity). A volume whose `dataset.json` entry lists `annotated_planes`
+    (sparse slice annotations, `bundle.annotation`) gives crops only on those planes, each plane
+    weighing as much as one slice of a densely labelled volume.
 
     Args:
         dataset_dir: folder of `dataset.json`.
@@ -125,6 +127,8 @@ class RandomCropDataset(Randomizable, torch.utils.data.Dataset):
         self.rare_fraction = float(rare_fraction)
         self.entries = _split_entries(dataset_dir, split, needs_label=True)
         self.boxes: list[tuple[Volume, Volume, int, int]] = []
+        self.plane_picks: list[tuple[int, str, int]] = []
+        self.sparse_boxes: set[int] = set()
         counts = np.zeros(num_classes, np.int64)
         rare_points = []
         for entry in self.entries:
@@ -143,10 +147,15 @@ class RandomCropDataset(Randomizable, torch.utils.data.Dataset):
                             f"{entry.image_path}: '{split}' range [{z0}, {z1}) has {z1 - z0} slices, fewer than the crop depth "
                             f"{extent[0]}; widen the range in dataset.json or lower the crop depth."
                         )
+            annotated = entry.extra.get("annotated_planes")
             for z0, z1 in ranges:
                 self.boxes.append((image, label, z0, z1))
+                if annotated is not None:
+                    self.plane_picks += self._picks(entry, annotated, len(self.boxes) - 1, z0, z1)
             counts += check_label_values(label, num_classes, ranges)
-            if self.rare_fraction > 0:
+            if annotated is not None:
+                self.sparse_boxes.update(range(len(self.boxes) - len(ranges), len(self.boxes)))
+            elif self.rare_fraction > 0:
                 rare_points += [(len(self.boxes) - len(ranges) + i, *p) for i, r in enumerate(ranges) for p in _class_voxels(label, [r], rare_class)]
         absent = [c for c in range(num_classes) if counts[c] == 0]
         if absent:
@@ -155,8 +164,19 @@ class RandomCropDataset(Randomizable, torch.utils.data.Dataset):
             logger.warning("no voxel of class %d in the '%s' labels: rare-class over-sampling is off.", rare_class, split)
         self.rare_points = np.array(rare_points, np.int64).reshape(-1, 4)
         self.class_counts = counts
-        weights = np.array([b[3] - b[2] for b in self.boxes], float)
+        weights = np.array([0.0 if i in self.sparse_boxes else b[3] - b[2] for i, b in enumerate(self.boxes)] + [1.0] * len(self.plane_picks))
+        if not weights.sum():
+            raise DatasetError(f"{dataset_dir}: no annotated plane of the '{split}' ranges can hold a crop of {self.crop_size}.")
         self._box_p = weights / weights.sum()
+
+    def _picks(self, entry, annotated: dict, box: int, z0: int, z1: int) -> list[tuple[int, str, int]]:
+        """The annotated planes a crop can be drawn on in box [z0, z1): z-planes inside it, y/x planes if it is deep enough."""
+        if len(self.crop_size) == 3:
+            raise DatasetError(f"{entry.label_path}: annotated planes train 2D and 2.5D models; a 3D model needs densely labelled ranges.")
+        picks = [(box, "z", int(i)) for i in annotated.get("z", []) if z0 <= int(i) < z1]
+        if z1 - z0 >= self.crop_size[0]:
+            picks += [(box, axis, int(i)) for axis in ("y", "x") for i in annotated.get(axis, [])]
+        return picks
 
     def _extent(self, plane: str) -> tuple[int, int, int]:
         """Crop size along (z, y, x), neighbour planes included."""
@@ -179,7 +199,10 @@ class RandomCropDataset(Randomizable, torch.utils.data.Dataset):
             highs = [z_hi - extent[0], image.shape[1] - extent[1], image.shape[2] - extent[2]]
             start = [int(np.clip(c - e // 2, lo, hi)) for c, e, lo, hi in zip(centre, extent, lows, highs)]
             return (int(box), plane, *start)
-        box = int(self.R.choice(len(self.boxes), p=self._box_p))
+        choice = int(self.R.choice(len(self._box_p), p=self._box_p))
+        if choice >= len(self.boxes):
+            return self._on_plane(*self.plane_picks[choice - len(self.boxes)])
+        box = choice
         image, _, z_lo, z_hi = self.boxes[box]
         if plane == "z" and len(self.crop_size) == 2:
             z = self.R.randint(z_lo, z_hi)
@@ -188,6 +211,15 @@ class RandomCropDataset(Randomizable, torch.utils.data.Dataset):
         y = self.R.randint(0, image.shape[1] - extent[1] + 1)
         x = self.R.randint(0, image.shape[2] - extent[2] + 1)
         return box, plane, z, y, x
+
+    def _on_plane(self, box: int, plane: str, index: int) -> tuple[int, str, int, int, int]:
+        """A crop whose labelled plane is the annotated plane `index` normal to `plane` (its neighbours as context)."""
+        image, _, z_lo, z_hi = self.boxes[box]
+        extent = self._extent(plane)
+        start = [self.R.randint(z_lo, z_hi - extent[0] + 1), self.R.randint(0, image.shape[1] - extent[1] + 1), self.R.randint(0, image.shape[2] - extent[2] + 1)]
+        axis = "zyx".index(plane)
+        start[axis] = index if plane == "z" else int(np.clip(index - self.z_context, 0, image.shape[axis] - extent[axis]))
+        return (box, plane, *start)
 
     def __getitem__(self, index: int) -> dict:
         box, plane, z, y, x = self.randomize()
