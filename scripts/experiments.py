@@ -6,6 +6,7 @@
     python scripts/experiments.py levers --dataset_dir D --epochs 20 --seeds '[0,1,2]'
     python scripts/experiments.py inference-levers --data_seeds '[11,12,13]' --models '{"shipped": "models/model.pt"}'
     python scripts/experiments.py shipped --output docs/results/shipped_model.json
+    python scripts/experiments.py annotation-loop --data_seeds '[21,22]' --rounds 3 --results docs/results/study_annotation.csv
     python scripts/experiments.py plot --results runs/experiments/results.csv
     python scripts/experiments.py table --results runs/experiments/results.csv
 
@@ -72,7 +73,7 @@ INFERENCE_LEVERS = {
     "tta+multi_axis": ["quality/multi_axis.json", "quality/tta.json"],
 }
 VARIANT_ORDER = ("2d", "2.5d", "3d")
-CONFIG_OF = {"training": ["train.json"], "evaluate": ["inference.json", "evaluate.json"]}
+CONFIG_OF = {"training": ["train.json"], "evaluate": ["inference.json", "evaluate.json"], "inference": ["inference.json"]}
 EVALUATE_KEYS = ("roi_size", "z_halo", "slab", "precision", "threads")
 
 
@@ -453,6 +454,130 @@ def shipped(
         write_atomically(output, text)
 
 
+def _next_planes(strategy: str, prediction: Path, stem: str, train: tuple[int, int], annotated: dict, n: int, rng) -> list[dict]:
+    """The `n` planes a strategy adds: the model's most uncertain (any axis), random z-planes, or z-planes filling the widest gaps."""
+    from bundle.annotation import pick_slices, slice_scores
+    from bundle.io import open_volume
+
+    free = [z for z in range(*train) if z not in annotated.get("z", [])]
+    if strategy == "uncertainty":
+        scores = slice_scores(open_volume(prediction / f"{stem}.uncertainty.raw"), open_volume(prediction / f"{stem}.seg.raw"), z_range=train)
+        return pick_slices(scores, n, spacing=4, exclude=annotated)
+    if strategy == "random":
+        return [{"axis": "z", "index": int(z)} for z in rng.choice(free, n, replace=False)]
+    chosen = list(annotated.get("z", []))
+    picks = []
+    for _ in range(n):
+        z = max(free, key=lambda c: min(abs(c - t) for t in chosen) if chosen else c)
+        chosen.append(z)
+        free.remove(z)
+        picks.append({"axis": "z", "index": int(z)})
+    return picks
+
+
+def _annotate(picks: list[dict], image: Path, truth: Path, edit: Path, dataset_dir: Path) -> None:
+    """Export the picked planes, let the true labels stand in for the scientist's corrections, import them."""
+    from bundle.annotation import export_slices, import_slices
+    from bundle.io import open_volume
+
+    export_slices(image, open_volume(truth), picks, edit)
+    import_slices(edit, dataset_dir)
+
+
+def _fine_tune_and_score(folder: Path, data: Path, run: str, seed: int, planes: dict, model: Path, epochs: int, f0: int,
+                         overrides: dict, results: Path) -> Path:
+    """Fine-tune `model` on the annotated planes of `data` for `epochs` (validated at the end), score it on the test
+    slices, append the row."""
+    network = {"network_def#f0": int(f0)}
+    train_overrides = {"dataset_dir": str(data), "output_dir": str(folder), "max_epochs": int(epochs), "val_interval": int(epochs),
+                       "pretrained": str(model), "seed": seed, **network, **overrides}
+    folder.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    _bundle("training", "2d", [], train_overrides, folder / "train.log")
+    seconds = time.time() - started
+    checkpoint = folder / "models" / "model.pt"
+    evaluate = {"dataset_dir": str(data), "output_dir": str(folder / "eval"), "ckpt_path": str(checkpoint), "write_volumes": False,
+                **network, **{k: v for k, v in overrides.items() if k in EVALUATE_KEYS}}
+    _bundle("evaluate", "2d", [], evaluate, folder / "eval.log")
+    metrics = json.loads((folder / "eval" / "metrics.json").read_text())
+    count = sum(len(v) for v in planes.values())
+    config = json.dumps({"planes": planes, "pretrained": str(model), "epochs": int(epochs)}, sort_keys=True)
+    row = Study(epochs=int(epochs))._row("annotation_loop", run, seed, "2d", network, run.split(" round ")[0], count, [], seconds, metrics, config)
+    _append(results, row)
+    print(f"{run} seed {seed}: {count} planes, mean IoU {metrics['mean_iou']:.4f}, porosity {metrics['iou']['porosity']:.4f}")
+    return checkpoint
+
+
+def annotation_loop(
+    strategies: tuple = ("uncertainty", "random", "even"),
+    data_seeds: tuple = (21, 22),
+    shape: tuple = (64, 192, 192),
+    start: int = 2,
+    per_round: int = 2,
+    rounds: int = 3,
+    epochs: int = 5,
+    pretrained: str = str(ROOT / "models" / "model.pt"),
+    f0: int = 16,
+    work_dir: str = "runs/annotation_loop",
+    results: str | None = None,
+    overrides: dict | None = None,
+) -> None:
+    """The annotation loop simulated on phantoms: from `start` evenly spaced annotated z-planes, `rounds` rounds of
+    choosing `per_round` more planes (by the model's uncertainty, at random, or evenly spaced), their true labels
+    standing in for the scientist's corrections, and fine-tuning the previous round's model for `epochs`; each
+    round's model scored on the test slices. Rows: study `annotation_loop`, run `<strategy> round <r>`, seed = the
+    phantom's."""
+    import numpy as np
+
+    from bundle.data import load_dataset_description
+    from bundle.phantom import make_phantom
+
+    work = Path(work_dir)
+    results = Path(results or work / "results.csv")
+    done = {(r["run"], _seed(r)) for r in _rows(results)}
+    for seed in (int(s) for s in data_seeds):
+        base = work / f"seed{seed}"
+        if not (base / "phantom" / "dataset.json").is_file():
+            make_phantom(base / "phantom", tuple(int(v) for v in shape), seed=seed)
+        (dense,) = load_dataset_description(base / "phantom")
+        train = dense.ranges("train")[0]
+        image, truth = dense.image_path, dense.label_path
+        held_out = {k: [list(r) for r in dense.ranges(k)] for k in ("val", "test")}
+        first = [{"axis": "z", "index": int(z)} for z in np.linspace(train[0], train[1] - 1, int(start) + 2)[1:-1].round()]
+
+        for strategy in strategies:
+            if strategy not in ("uncertainty", "random", "even"):
+                raise ValueError(f"unknown strategy {strategy!r}; choose from uncertainty, random, even")
+            if all((f"{strategy} round {r}", seed) in done for r in range(int(rounds) + 1)):
+                print(f"skip {strategy} seed {seed}: every round already in {results}")
+                continue
+            folder = base / strategy
+            data = folder / "data"
+            data.mkdir(parents=True, exist_ok=True)
+            dense_entry = {"image": os.path.relpath(image, data), "label": os.path.relpath(truth, data), "splits": held_out}
+            (data / "dataset.json").write_text(json.dumps({"volumes": [dense_entry]}))
+            (data / "phantom.annotations.raw").unlink(missing_ok=True)
+            rng = np.random.default_rng(seed)
+            model = Path(pretrained)
+            _annotate(first, image, truth, folder / "edit0", data)
+            for r in range(int(rounds) + 1):
+                planes = json.loads((data / "dataset.json").read_text())["volumes"][1]["annotated_planes"]
+                if (f"{strategy} round {r}", seed) in done:
+                    print(f"skip {strategy} round {r} seed {seed}: already in {results}")
+                else:
+                    _fine_tune_and_score(folder / f"round{r}", data, f"{strategy} round {r}", seed, planes, model, int(epochs),
+                                         int(f0), dict(overrides or {}), results)
+                if r == int(rounds):
+                    break
+                model = folder / f"round{r}" / "models" / "model.pt"
+                prediction = folder / f"prediction{r}"
+                infer = {"input_path": str(image), "output_dir": str(prediction), "ckpt_path": str(model), "backend": "torch",
+                         "progress": False, "network_def#f0": int(f0), **{k: v for k, v in (overrides or {}).items() if k in EVALUATE_KEYS}}
+                _bundle("inference", "2d", [], infer, folder / f"prediction{r}.log")
+                picks = _next_planes(strategy, prediction, image.name.split(".")[0], train, planes, int(per_round), rng)
+                _annotate(picks, image, truth, folder / f"edit{r + 1}", data)
+
+
 def _runs(rows: list[dict], study: str) -> list[tuple[dict, dict]]:
     """(first row, summary over seeds) of each run of a study, in order of appearance."""
     chosen = [r for r in rows if r["study"] == study]
@@ -598,6 +723,7 @@ if __name__ == "__main__":
             "learning-curve": learning_curve,
             "levers": levers,
             "inference-levers": inference_levers,
+            "annotation-loop": annotation_loop,
             "shipped": shipped,
             "plot": plot,
             "table": table,

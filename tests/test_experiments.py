@@ -1,5 +1,6 @@
 import csv
 import importlib.util
+import json
 
 from conftest import ROOT, run_script
 
@@ -81,3 +82,27 @@ def test_crop_scale_halves_each_variants_paper_crop_and_keeps_it_a_multiple_of_t
     assert experiments._crop_size("3d", 0.5, 3) == [16, 16, 16]
     assert experiments._crop_size("2d", 0.3, 4) == [48, 48]
     assert experiments._crop_size("3d", 0.1, 3) == [8, 8, 8]
+
+
+def test_the_simulated_annotation_loop_adds_planes_per_strategy_and_scores_each_round(tmp_path):
+    import torch
+
+    from bundle.networks import ModularUNet
+
+    torch.manual_seed(0)
+    torch.save(ModularUNet(f0=4).state_dict(), tmp_path / "start.pt")
+    tiny = '{"crop_size": [16, 16], "val_roi": [256, 256], "roi_size": [256, 256], "batch_size": 2, "steps_per_epoch": 2, "num_workers": 0}'
+    experiment("annotation-loop", "--strategies", "['uncertainty','even']", "--data_seeds", "[3]", "--shape", "[48,64,64]", "--start", "1",
+               "--per_round", "2", "--rounds", "1", "--epochs", "1", "--pretrained", str(tmp_path / "start.pt"), "--f0", "4",
+               "--work_dir", str(tmp_path), "--overrides", tiny)
+    table = rows(tmp_path / "results.csv")
+    assert [(r["run"], r["seed"], r["train_slices"]) for r in table] == [
+        ("uncertainty round 0", "3", "1"), ("uncertainty round 1", "3", "3"), ("even round 0", "3", "1"), ("even round 1", "3", "3"),
+    ]
+    even = json.loads((tmp_path / "seed3" / "even" / "data" / "dataset.json").read_text())["volumes"][1]["annotated_planes"]
+    assert len(even["z"]) == 3 and min(b - a for a, b in zip(even["z"], even["z"][1:])) >= 5
+    assert json.loads(table[1]["config"])["pretrained"].endswith("uncertainty/round0/models/model.pt")
+    out = experiment("annotation-loop", "--strategies", "['uncertainty']", "--data_seeds", "[3]", "--shape", "[48,64,64]", "--start", "1",
+                     "--per_round", "2", "--rounds", "1", "--epochs", "1", "--pretrained", str(tmp_path / "start.pt"), "--f0", "4",
+                     "--work_dir", str(tmp_path), "--overrides", tiny)
+    assert "skip uncertainty seed 3: every round already in" in out and len(rows(tmp_path / "results.csv")) == 4
