@@ -12,7 +12,8 @@
 
 Every study command takes the options of `Study`: `--dataset_dir` (default demo), `--epochs`
 (20), `--crop_scale` (1.0), `--work_dir` (runs/experiments), `--results` (<work_dir>/results.csv),
-`--seeds` ([0]: every run is trained once per seed) and `--overrides`. Every finished run appends one row to the results CSV; a study started again skips the runs
+`--seeds` ([0]: every run is trained once per seed), `--base_overlays` (training overlays merged
+before each run's own, e.g. to rerun a study made under other defaults) and `--overrides`. Every finished run appends one row to the results CSV; a study started again skips the runs
 already in it, so an interrupted study resumes, and a run whose configuration another study
 already trained reuses that result. `--crop_scale 0.5` trains every variant on its paper crop
 halved along each axis (a budget for CPUs); `--overrides '{"batch_size": 4}'` passes any
@@ -169,8 +170,10 @@ class Study:
         results: str | None = None,
         overrides: dict | None = None,
         seeds: tuple = (0,),
+        base_overlays: tuple = (),
     ):
         self.dataset_dir = dataset_dir
+        self.base_overlays = list(base_overlays)
         self.seeds = [int(s) for s in (seeds if isinstance(seeds, (list, tuple)) else [seeds])]
         self.epochs = int(epochs)
         self.crop_scale = float(crop_scale)
@@ -248,10 +251,8 @@ class Study:
         overlays: list[str] | None = None,
     ) -> dict[int, Path]:
         """Train and evaluate one run per seed (or reuse an equal one); returns each seed's folder holding models/model.pt."""
-        return {
-            seed: self._run_seed(study, name, seed, variant, network, dict(extra or {}), change, train_slices, list(overlays or []))
-            for seed in self.seeds
-        }
+        overlays = self.base_overlays + list(overlays or [])
+        return {seed: self._run_seed(study, name, seed, variant, network, dict(extra or {}), change, train_slices, overlays) for seed in self.seeds}
 
     def _run_seed(self, study, name, seed, variant, network, extra, change, train_slices, overlays) -> Path:
         train, config = self._training(variant, network, extra, overlays, seed)
@@ -669,15 +670,33 @@ def _spread(summary: dict, key: str) -> str:
     return f"{summary[key]:.1f} ± {summary[key + '_sd']:.1f}" if len(summary["seeds"]) > 1 else f"{summary[key]:.1f}"
 
 
+def _paired(rows: list[dict], reference: list[dict], key: str) -> str:
+    """The difference from the reference in %, paired by seed (the same seed gives both runs the same initial weights,
+    crops or test volume): mean ± sd over the shared seeds, `*` when every seed moves the same way and the mean
+    exceeds the sd; with one shared seed, the plain difference."""
+    import statistics
+
+    base = {_seed(r): float(r[key]) for r in reference}
+    diffs = [(float(r[key]) - base[_seed(r)]) * 100 for r in rows if _seed(r) in base]
+    if not diffs:
+        return ""
+    if len(diffs) == 1:
+        return f"{diffs[0]:+.1f}"
+    mean, sd = statistics.fmean(diffs), statistics.stdev(diffs)
+    beyond = (all(d > 0 for d in diffs) or all(d < 0 for d in diffs)) and abs(mean) > sd
+    return f"{mean:+.1f} ± {sd:.1f}{'*' if beyond else ''}"
+
+
 def study_tables(results: str | Path) -> dict[str, str]:
     """A markdown table per study of a results CSV: each run's mean ± standard deviation over its seeds, and its
-    difference in mean IoU and porosity IoU from its reference, marked `*` where it exceeds the two spreads summed."""
+    difference in porosity and mean IoU from its reference, paired by seed (`_paired`)."""
     rows = _rows(Path(results))
     tables = {}
     for study in dict.fromkeys(r["study"] for r in rows):
         chosen = [r for r in rows if r["study"] == study]
-        runs = {name: _summary([r for r in chosen if r["run"] == name]) for name in dict.fromkeys(r["run"] for r in chosen)}
-        first = {name: next(r for r in chosen if r["run"] == name) for name in runs}
+        by_run = {name: [r for r in chosen if r["run"] == name] for name in dict.fromkeys(r["run"] for r in chosen)}
+        runs = {name: _summary(group) for name, group in by_run.items()}
+        first = {name: group[0] for name, group in by_run.items()}
         order = list(runs)
         if study == "variants":
             order.sort(key=lambda n: (VARIANT_ORDER.index(first[n]["variant"]), int(first[n]["f0"])))
@@ -688,15 +707,8 @@ def study_tables(results: str | Path) -> dict[str, str]:
             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for name in order:
-            r, ref = runs[name], runs.get(_reference(name, study, set(runs)) or "")
-            deltas = []
-            for key in ("iou_porosity", "mean_iou"):
-                if ref is None:
-                    deltas.append("")
-                    continue
-                d = r[key] - ref[key]
-                beyond = len(r["seeds"]) > 1 and len(ref["seeds"]) > 1 and abs(d) > r[f"{key}_sd"] + ref[f"{key}_sd"]
-                deltas.append(f"{d:+.1f}{'*' if beyond else ''}")
+            r, reference = runs[name], by_run.get(_reference(name, study, set(runs)) or "", [])
+            deltas = [_paired(by_run[name], reference, key) for key in ("iou_porosity", "mean_iou")]
             lines.append(
                 f"| {name} | {','.join(map(str, r['seeds']))} | {int(first[name]['parameters']):,} | {r['iou_matrix']:.1f} | "
                 f"{r['iou_fibre']:.1f} | {_spread(r, 'iou_porosity')} | **{_spread(r, 'mean_iou')}** | {deltas[0]} | {deltas[1]} | "
