@@ -107,3 +107,16 @@ def test_the_simulated_annotation_loop_adds_planes_per_strategy_and_scores_each_
                      "--per_round", "2", "--rounds", "1", "--epochs", "1", "--pretrained", str(tmp_path / "start.pt"), "--f0", "4",
                      "--work_dir", str(tmp_path), "--overrides", tiny)
     assert "skip uncertainty seed 3: every round already in" in out and len(rows(tmp_path / "results.csv")) == 4
+
+
+def test_differences_are_paired_by_seed_and_marked_only_when_every_seed_agrees_beyond_the_spread():
+    spec = importlib.util.spec_from_file_location("experiments", ROOT / "scripts" / "experiments.py")
+    experiments = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(experiments)
+    reference = [{"seed": s, "mean_iou": v} for s, v in ((0, 0.70), (1, 0.80), (2, 0.75))]
+    consistent = [{"seed": s, "mean_iou": v} for s, v in ((0, 0.72), (1, 0.82), (2, 0.77))]
+    mixed = [{"seed": s, "mean_iou": v} for s, v in ((0, 0.76), (1, 0.79), (2, 0.76))]
+    assert experiments._paired(consistent, reference, "mean_iou") == "+2.0 ± 0.0*"
+    assert experiments._paired(mixed, reference, "mean_iou") == "+2.0 ± 3.6"
+    assert experiments._paired(consistent[:1], reference, "mean_iou") == "+2.0"
+    assert experiments._paired([{"seed": 5, "mean_iou": 0.9}], reference, "mean_iou") == ""
