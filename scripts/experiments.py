@@ -640,12 +640,12 @@ def plot(results: str = "runs/experiments/results.csv", output_dir: str = "docs"
 
 
 def _reference(run: str, study: str, runs: set[str]) -> str | None:
-    """The run a run is compared with: the unchanged 2D model for ablations and training levers, the same model
-    without inference levers for inference levers."""
+    """The run a run is compared with: the unchanged 2D model for ablations and training levers, the default 2D f0=16
+    model for the other variants, the same model without inference levers for inference levers."""
     if " + infer " in run:
         model = run.split(" + infer ")[0]
         return next((r for r in (f"{model} + infer none", model) if r in runs and r != run), None)
-    candidates = {"ablation": "2d ablation default", "levers": "2d train none"}
+    candidates = {"ablation": "2d ablation default", "levers": "2d train none", "variants": "2d f0=16"}
     return candidates.get(study) if candidates.get(study) in runs and candidates.get(study) != run else None
 
 
