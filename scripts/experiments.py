@@ -635,13 +635,29 @@ def plot(results: str = "runs/experiments/results.csv", output_dir: str = "docs"
         ax.set_ylabel("mean IoU (%)")
         ax.legend()
         written.append(save_figure(fig, out / "fig6_learning_curve.png"))
+    loop = _runs(rows, "annotation_loop")
+    if loop:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for strategy, marker in zip(("uncertainty", "random", "even"), "os^"):
+            points = sorted((int(r["train_slices"]), m["mean_iou"], m["mean_iou_sd"]) for r, m in loop if r["change"] == strategy)
+            if points:
+                ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points], marker=marker, capsize=3,
+                            label=strategy)
+        ax.set_xlabel("annotated planes")
+        ax.set_ylabel("mean IoU (%)")
+        ax.legend()
+        written.append(save_figure(fig, out / "fig_annotation_loop.png"))
     for path in written:
         print(path)
 
 
 def _reference(run: str, study: str, runs: set[str]) -> str | None:
     """The run a run is compared with: the unchanged 2D model for ablations and training levers, the default 2D f0=16
-    model for the other variants, the same model without inference levers for inference levers."""
+    model for the other variants, the same model without inference levers for inference levers, random slices of the
+    same round for the other annotation strategies."""
+    if study == "annotation_loop":
+        strategy, _, r = run.partition(" round ")
+        return f"random round {r}" if strategy != "random" and f"random round {r}" in runs else None
     if " + infer " in run:
         model = run.split(" + infer ")[0]
         return next((r for r in (f"{model} + infer none", model) if r in runs and r != run), None)

@@ -107,6 +107,8 @@ def test_the_simulated_annotation_loop_adds_planes_per_strategy_and_scores_each_
                      "--per_round", "2", "--rounds", "1", "--epochs", "1", "--pretrained", str(tmp_path / "start.pt"), "--f0", "4",
                      "--work_dir", str(tmp_path), "--overrides", tiny)
     assert "skip uncertainty seed 3: every round already in" in out and len(rows(tmp_path / "results.csv")) == 4
+    experiment("plot", "--results", str(tmp_path / "results.csv"), "--output_dir", str(tmp_path / "figures"))
+    assert [p.name for p in (tmp_path / "figures").iterdir()] == ["fig_annotation_loop.png"]
 
 
 def test_differences_are_paired_by_seed_and_marked_only_when_every_seed_agrees_beyond_the_spread():
@@ -120,3 +122,6 @@ def test_differences_are_paired_by_seed_and_marked_only_when_every_seed_agrees_b
     assert experiments._paired(mixed, reference, "mean_iou") == "+2.0 ± 3.6"
     assert experiments._paired(consistent[:1], reference, "mean_iou") == "+2.0"
     assert experiments._paired([{"seed": 5, "mean_iou": 0.9}], reference, "mean_iou") == ""
+    runs = {"random round 2", "uncertainty round 2", "even round 2"}
+    assert experiments._reference("uncertainty round 2", "annotation_loop", runs) == "random round 2"
+    assert experiments._reference("random round 2", "annotation_loop", runs) is None
