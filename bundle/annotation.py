@@ -85,10 +85,19 @@ def slice_scores(
     return {axis: np.where(weights[axis] > 0, sums[axis] / np.maximum(weights[axis], 1e-12), np.nan) for axis in AXES}
 
 
-def pick_slices(scores: dict[str, np.ndarray], n: int, spacing: int = 8, exclude: dict[str, Sequence[int]] | None = None) -> list[dict]:
-    """The `n` best-scored planes over all axes, no two on one axis closer than `spacing`, none in `exclude`."""
+def pick_slices(
+    scores: dict[str, np.ndarray], n: int, spacing: int = 8, exclude: dict[str, Sequence[int]] | None = None, border: int = 8
+) -> list[dict]:
+    """The `n` best-scored planes over all axes, no two on one axis closer than `spacing`, none in `exclude`, none
+    within `border` planes of the volume's faces (where the model is unsure because the volume ends, not because
+    the material is hard: labels there teach little)."""
     candidates = sorted(
-        ((float(v), axis, int(i)) for axis, values in scores.items() for i, v in enumerate(values) if np.isfinite(v)),
+        (
+            (float(v), axis, int(i))
+            for axis, values in scores.items()
+            for i, v in enumerate(values)
+            if np.isfinite(v) and border <= i < len(values) - border
+        ),
         key=lambda c: (-c[0], AXES.index(c[1]), c[2]),
     )
     taken: dict[str, list[int]] = {axis: list((exclude or {}).get(axis, [])) for axis in AXES}

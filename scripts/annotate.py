@@ -42,6 +42,7 @@ def suggest(
     rare_weight: float = 5.0,
     z_range: tuple | None = None,
     exclude: dict | None = None,
+    border: int = 8,
     output: str = "suggestions.json",
 ) -> None:
     """Rank the planes of the three axes by weighted mean uncertainty and keep the `n` best, `spacing` apart.
@@ -54,10 +55,12 @@ def suggest(
         rare_weight: how much a voxel predicted as porosity counts.
         z_range: [z0, z1) to choose z-planes in and score y/x planes over.
         exclude: planes already annotated, e.g. '{"z": [10, 40]}'.
+        border: planes this close to a face of the volume are not suggested.
         output: the JSON list written, best first.
     """
     uncertainty, segmentation = _outputs(input_path, prediction_dir)
-    picks = pick_slices(slice_scores(uncertainty, segmentation, rare_weight=rare_weight, z_range=z_range), int(n), int(spacing), exclude)
+    scores = slice_scores(uncertainty, segmentation, rare_weight=rare_weight, z_range=z_range)
+    picks = pick_slices(scores, int(n), int(spacing), exclude, int(border))
     for rank, pick in enumerate(picks, 1):
         print(f"{rank}. {pick['axis']}-plane {pick['index']}: uncertainty {pick['score']:.4f}")
     write_atomically(output, json.dumps(picks, indent=1) + "\n")

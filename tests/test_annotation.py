@@ -29,14 +29,15 @@ def test_planes_are_ranked_by_uncertainty_pores_weighted_and_spread_out(tmp_path
     seg = np.zeros_like(u)
     seg[14, :, 3:8] = 2
     uncertainty, segmentation = _volume(tmp_path, "u", u), _volume(tmp_path, "seg", seg)
-    picks = pick_slices(slice_scores(uncertainty, segmentation, rare_weight=5.0), n=3, spacing=4)
+    picks = pick_slices(slice_scores(uncertainty, segmentation, rare_weight=5.0), n=3, spacing=4, border=0)
     assert [(p["axis"], p["index"]) for p in picks] == [("z", 5), ("y", 12), ("z", 14)]
-    unweighted = pick_slices(slice_scores(uncertainty, segmentation, rare_weight=1.0), n=3, spacing=4)
+    unweighted = pick_slices(slice_scores(uncertainty, segmentation, rare_weight=1.0), n=3, spacing=4, border=0)
     assert ("z", 14) not in [(p["axis"], p["index"]) for p in unweighted], "the pore weight must change the ranking"
-    assert [(p["axis"], p["index"]) for p in pick_slices(slice_scores(uncertainty, segmentation), n=2, spacing=1)] == [("z", 5), ("z", 6)]
+    assert [(p["axis"], p["index"]) for p in pick_slices(slice_scores(uncertainty, segmentation), n=2, spacing=1, border=0)] == [("z", 5), ("z", 6)]
+    assert [(p["axis"], p["index"]) for p in pick_slices(slice_scores(uncertainty, segmentation), n=2, spacing=4, border=6)] == [("z", 6), ("y", 12)]
     ranged = slice_scores(uncertainty, segmentation, z_range=(10, 20))
     assert np.isnan(ranged["z"][:10]).all() and ranged["z"][14] > ranged["z"][15]
-    assert pick_slices(slice_scores(uncertainty, segmentation), n=1, exclude={"z": [5]})[0]["index"] != 5
+    assert pick_slices(slice_scores(uncertainty, segmentation), n=1, exclude={"z": [5]}, border=0)[0]["index"] != 5
     np.testing.assert_array_equal(read_plane(uncertainty, "y", 12), u[:, 12, :])
     np.testing.assert_array_equal(read_plane(uncertainty, "x", 4), u[:, :, 4])
 
