@@ -85,7 +85,7 @@ def test_the_round_trip_writes_a_sparse_volume_and_a_dataset_entry_without_touch
     assert (sparse[~mask] == 255).all()
 
 
-def test_crops_of_a_sparse_volume_lie_on_its_annotated_planes_and_training_runs_on_them(annotated_dataset, tmp_path):
+def test_crops_of_a_sparse_volume_lie_on_its_annotated_planes_and_training_runs_on_them(annotated_dataset, tmp_path, caplog):
     data, picks, _ = annotated_dataset
     document = json.loads((data / "dataset.json").read_text())
     (data / "dataset.json").write_text(json.dumps({"volumes": document["volumes"][1:]}))
@@ -98,6 +98,14 @@ def test_crops_of_a_sparse_volume_lie_on_its_annotated_planes_and_training_runs_
         item = crops[i]
         assert (item["label"] != 255).all(), "a crop off the annotated planes"
     assert planes == {p["axis"] for p in picks}
+    with caplog.at_level("WARNING"):
+        if any(p["axis"] == "z" for p in picks):
+            deep = RandomCropDataset(data, (40, 40), num_samples=4)
+            assert {axis for _, axis, _ in deep.plane_picks} == {"z"}
+        else:
+            with pytest.raises(DatasetError, match="no annotated plane of the 'train' ranges can hold a crop of"):
+                RandomCropDataset(data, (40, 40), num_samples=4)
+    assert "y=30" in caplog.text and "give no crop" in caplog.text and "at least 40 slices deep" in caplog.text
     (data / "dataset.json").write_text(json.dumps(document))
     bundle_run("run", "training", "--config_file", config_list("train.json", "variants/2.5d.json"), "--dataset_dir", str(data),
                "--output_dir", str(tmp_path / "run"), "--max_epochs", "1", "--steps_per_epoch", "2", "--batch_size", "2",

@@ -148,13 +148,16 @@ class RandomCropDataset(Randomizable, torch.utils.data.Dataset):
                             f"{extent[0]}; widen the range in dataset.json or lower the crop depth."
                         )
             annotated = entry.extra.get("annotated_planes")
+            entry_picks = []
             for z0, z1 in ranges:
                 self.boxes.append((image, label, z0, z1))
                 if annotated is not None:
-                    self.plane_picks += self._picks(entry, annotated, len(self.boxes) - 1, z0, z1)
+                    entry_picks += self._picks(entry, annotated, len(self.boxes) - 1, z0, z1)
+            self.plane_picks += entry_picks
             counts += check_label_values(label, num_classes, ranges)
             if annotated is not None:
                 self.sparse_boxes.update(range(len(self.boxes) - len(ranges), len(self.boxes)))
+                self._warn_unused(entry, annotated, ranges, entry_picks, split)
             elif self.rare_fraction > 0:
                 rare_points += [(len(self.boxes) - len(ranges) + i, *p) for i, r in enumerate(ranges) for p in _class_voxels(label, [r], rare_class)]
         absent = [c for c in range(num_classes) if counts[c] == 0]
@@ -177,6 +180,17 @@ class RandomCropDataset(Randomizable, torch.utils.data.Dataset):
         if z1 - z0 >= self.crop_size[0]:
             picks += [(box, axis, int(i)) for axis in ("y", "x") for i in annotated.get(axis, [])]
         return picks
+
+    def _warn_unused(self, entry, annotated: dict, ranges, picks: list[tuple[int, str, int]], split: str) -> None:
+        """Name the annotated planes no crop can be drawn on (a y/x plane needs a range as deep as the crop height)."""
+        used = {(axis, index) for _, axis, index in picks}
+        unused = [f"{axis}={i}" for axis in ("z", "y", "x") for i in annotated.get(axis, []) if (axis, int(i)) not in used]
+        if unused:
+            logger.warning(
+                "%s: annotated planes %s give no crop: y/x planes need a '%s' range at least %d slices deep (the deepest has %d); "
+                "lower crop_size or annotate z-planes.", entry.label_path, ", ".join(unused), split, self.crop_size[0],
+                max(z1 - z0 for z0, z1 in ranges),
+            )
 
     def _extent(self, plane: str) -> tuple[int, int, int]:
         """Crop size along (z, y, x), neighbour planes included."""
