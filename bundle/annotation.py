@@ -21,7 +21,7 @@ import numpy as np
 from .data.description import IGNORE_LABEL, SPLITS, DatasetError, load_dataset_description
 from .io import RawInfo, Volume, atomic_output, format_sidecar, open_volume, sidecar_path, write_atomically
 
-__all__ = ["AXES", "export_slices", "import_slices", "pick_slices", "read_plane", "slice_scores"]
+__all__ = ["AXES", "even_planes", "export_slices", "import_slices", "pick_slices", "read_plane", "slice_scores"]
 
 AXES = ("z", "y", "x")
 MANIFEST = "slices.json"
@@ -83,6 +83,20 @@ def slice_scores(
                 sums[axis] += uw.sum(reduce)
                 weights[axis] += w.sum(reduce)
     return {axis: np.where(weights[axis] > 0, sums[axis] / np.maximum(weights[axis], 1e-12), np.nan) for axis in AXES}
+
+
+def even_planes(z_range: Sequence[int], n: int, exclude: dict[str, Sequence[int]] | None = None) -> list[dict]:
+    """`n` z-planes of [z0, z1), each in turn the free plane farthest from every annotated or chosen one (the
+    strategy the simulated annotation study found best; see docs/annotation.md)."""
+    chosen = [int(z) for z in (exclude or {}).get("z", [])]
+    free = [z for z in range(int(z_range[0]), int(z_range[1])) if z not in chosen]
+    picks = []
+    for _ in range(min(int(n), len(free))):
+        z = max(free, key=lambda c: min(abs(c - t) for t in chosen)) if chosen else free[len(free) // 2]
+        chosen.append(z)
+        free.remove(z)
+        picks.append({"axis": "z", "index": int(z)})
+    return picks
 
 
 def pick_slices(

@@ -4,8 +4,10 @@
     python scripts/annotate.py export --input_path scan.raw --prediction_dir out --export_dir to_correct
     python scripts/annotate.py import --export_dir to_correct --dataset_dir data
 
-`suggest` ranks the planes normal to z, y and x by the model's uncertainty map (written by
-`run inference`), pores weighted, and writes `suggestions.json`; `export` writes those slices
+`suggest` picks evenly spaced z-planes (`--strategy even`, the default: best in the simulated
+study, docs/annotation.md) or ranks the planes normal to z, y and x by the model's uncertainty
+map (`--strategy uncertainty`; written by `run inference`), pores weighted, and writes
+`suggestions.json`; `export` writes those slices
 (or `--suggestions FILE`) as TIFF image + labels pairs seeded with the prediction; `import`
 brings the corrected labels into a sparse annotation volume listed in `dataset.json`, which
 `run training` (2D / 2.5D) then draws its crops from.
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import fire
 
-from bundle.annotation import export_slices, import_slices, pick_slices, slice_scores
+from bundle.annotation import even_planes, export_slices, import_slices, pick_slices, slice_scores
 from bundle.io import open_volume, volume_stem, write_atomically
 
 
@@ -38,6 +40,7 @@ def suggest(
     input_path: str,
     prediction_dir: str,
     n: int = 3,
+    strategy: str = "even",
     spacing: int = 8,
     rare_weight: float = 5.0,
     z_range: tuple | None = None,
@@ -45,24 +48,33 @@ def suggest(
     border: int = 8,
     output: str = "suggestions.json",
 ) -> None:
-    """Rank the planes of the three axes by weighted mean uncertainty and keep the `n` best, `spacing` apart.
+    """The `n` planes to annotate next: evenly spaced z-planes, or the planes of the three axes with the highest
+    weighted mean uncertainty, `spacing` apart.
 
     Args:
         input_path: the scan that was segmented.
         prediction_dir: where `run inference` wrote `<stem>.uncertainty.raw` and `<stem>.seg.raw`.
         n: how many planes to suggest.
-        spacing: the least distance between two picks on one axis.
-        rare_weight: how much a voxel predicted as porosity counts.
-        z_range: [z0, z1) to choose z-planes in and score y/x planes over.
+        strategy: "even" (z-planes filling the widest gaps between annotated ones) or "uncertainty".
+        spacing: the least distance between two picks on one axis (uncertainty).
+        rare_weight: how much a voxel predicted as porosity counts (uncertainty).
+        z_range: [z0, z1) to choose z-planes in and score y/x planes over (default: the whole depth).
         exclude: planes already annotated, e.g. '{"z": [10, 40]}'.
         border: planes this close to a face of the volume are not suggested.
         output: the JSON list written, best first.
     """
+    if strategy not in ("even", "uncertainty"):
+        raise ValueError(f"strategy must be 'even' or 'uncertainty', got {strategy!r}.")
     uncertainty, segmentation = _outputs(input_path, prediction_dir)
-    scores = slice_scores(uncertainty, segmentation, rare_weight=rare_weight, z_range=z_range)
-    picks = pick_slices(scores, int(n), int(spacing), exclude, int(border))
+    if strategy == "even":
+        depth = segmentation.shape[0]
+        lo, hi = z_range if z_range is not None else (border, depth - border)
+        picks = even_planes((max(int(lo), border), min(int(hi), depth - border)), int(n), exclude)
+    else:
+        scores = slice_scores(uncertainty, segmentation, rare_weight=rare_weight, z_range=z_range)
+        picks = pick_slices(scores, int(n), int(spacing), exclude, int(border))
     for rank, pick in enumerate(picks, 1):
-        print(f"{rank}. {pick['axis']}-plane {pick['index']}: uncertainty {pick['score']:.4f}")
+        print(f"{rank}. {pick['axis']}-plane {pick['index']}" + (f": uncertainty {pick['score']:.4f}" if "score" in pick else ""))
     write_atomically(output, json.dumps(picks, indent=1) + "\n")
 
 

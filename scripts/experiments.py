@@ -457,23 +457,16 @@ def shipped(
 
 def _next_planes(strategy: str, prediction: Path, stem: str, train: tuple[int, int], annotated: dict, n: int, rng) -> list[dict]:
     """The `n` planes a strategy adds: the model's most uncertain (any axis), random z-planes, or z-planes filling the widest gaps."""
-    from bundle.annotation import pick_slices, slice_scores
+    from bundle.annotation import even_planes, pick_slices, slice_scores
     from bundle.io import open_volume
 
-    free = [z for z in range(*train) if z not in annotated.get("z", [])]
     if strategy == "uncertainty":
         scores = slice_scores(open_volume(prediction / f"{stem}.uncertainty.raw"), open_volume(prediction / f"{stem}.seg.raw"), z_range=train)
         return pick_slices(scores, n, spacing=4, exclude=annotated)
     if strategy == "random":
+        free = [z for z in range(*train) if z not in annotated.get("z", [])]
         return [{"axis": "z", "index": int(z)} for z in rng.choice(free, n, replace=False)]
-    chosen = list(annotated.get("z", []))
-    picks = []
-    for _ in range(n):
-        z = max(free, key=lambda c: min(abs(c - t) for t in chosen) if chosen else c)
-        chosen.append(z)
-        free.remove(z)
-        picks.append({"axis": "z", "index": int(z)})
-    return picks
+    return even_planes(train, n, annotated)
 
 
 def _annotate(picks: list[dict], image: Path, truth: Path, edit: Path, dataset_dir: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 import tifffile
 from conftest import ROOT, bundle_run, config_list, infer, run_script
 
-from bundle.annotation import import_slices, pick_slices, read_plane, slice_scores
+from bundle.annotation import even_planes, import_slices, pick_slices, read_plane, slice_scores
 from bundle.data import RandomCropDataset
 from bundle.data.description import DatasetError
 from bundle.io import open_volume, write_volume
@@ -42,6 +42,12 @@ def test_planes_are_ranked_by_uncertainty_pores_weighted_and_spread_out(tmp_path
     np.testing.assert_array_equal(read_plane(uncertainty, "x", 4), u[:, :, 4])
 
 
+def test_even_planes_fill_the_widest_gaps_and_skip_annotated_ones():
+    assert even_planes((0, 40), 3) == [{"axis": "z", "index": 20}, {"axis": "z", "index": 0}, {"axis": "z", "index": 39}]
+    assert even_planes((0, 40), 2, {"z": [0, 39]}) == [{"axis": "z", "index": 19}, {"axis": "z", "index": 29}]
+    assert even_planes((0, 3), 5, {"z": [1]}) == [{"axis": "z", "index": 0}, {"axis": "z", "index": 2}]
+
+
 @pytest.fixture
 def annotated_dataset(tiny_dataset, models, tmp_path):
     """suggest -> export -> labels corrected (the truth stands in for the scientist) -> import, into a copy of the dataset."""
@@ -51,6 +57,9 @@ def annotated_dataset(tiny_dataset, models, tmp_path):
     suggestions = tmp_path / "suggestions.json"
     printed = run_script("annotate.py", "suggest", "--input_path", str(data / "phantom.raw"), "--prediction_dir", str(tmp_path / "out"),
                          "--n", "3", "--z_range", "[0,32]", "--output", str(suggestions))
+    assert json.loads(suggestions.read_text()) == [{"axis": "z", "index": z} for z in (20, 8, 31)] and printed.startswith("1. z-plane 20")
+    printed = run_script("annotate.py", "suggest", "--input_path", str(data / "phantom.raw"), "--prediction_dir", str(tmp_path / "out"),
+                         "--n", "3", "--strategy", "uncertainty", "--z_range", "[0,32]", "--output", str(suggestions))
     picks = json.loads(suggestions.read_text())
     assert len(picks) == 3 and printed.startswith("1. ") and all(p["axis"] != "z" or p["index"] < 32 for p in picks)
     picks = [p for p in picks if p["axis"] != "y"][:2] + [{"axis": "y", "index": 30, "score": 0.0}]
