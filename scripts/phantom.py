@@ -1,4 +1,5 @@
-"""Make the synthetic GF-PA66 phantom: `python scripts/phantom.py make --output_dir demo`."""
+"""Make the synthetic GF-PA66 phantom: `python scripts/phantom.py make --output_dir demo`, or draws of the
+phantom family: `python scripts/phantom.py family --output_dir draws --seeds '[100,101]'`."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from bundle.data import load_dataset_description
 from bundle.figures import phantom_figure
 from bundle.io import write_atomically
 from bundle.metrics import confusion_matrix, iou_per_class
-from bundle.phantom import PhantomConfig, make_phantom
+from bundle.phantom import PhantomConfig, make_family, make_phantom
 
 
 def make(output_dir: str = "demo", shape: tuple = (128, 256, 256), seed: int = 0, name: str = "phantom", slab: int = 32, **overrides) -> None:
@@ -27,6 +28,21 @@ def make(output_dir: str = "demo", shape: tuple = (128, 256, 256), seed: int = 0
         overrides: any PhantomConfig field, e.g. --noise_std 0.03 --fibre_fraction 0.2.
     """
     summary = make_phantom(output_dir, tuple(shape), seed=seed, name=name, slab=slab, config=PhantomConfig(**overrides))
+    print(json.dumps(summary, indent=2))
+
+
+def family(output_dir: str = "draws", seeds: tuple = (100,), shape: tuple = (64, 192, 192), edge: bool = False, slab: int = 32) -> None:
+    """Write one phantom per seed, material and acquisition drawn from `bundle.phantom.PhantomFamily`'s ranges, as
+    `draw<seed>.raw` (+ labels) and one `dataset.json` listing them all.
+
+    Args:
+        output_dir: destination folder (created if needed).
+        seeds: one volume per seed, e.g. --seeds '[100,101,102]'; a seed gives the same draw and bytes every time.
+        shape: size (z, y, x) of each volume.
+        edge: draw every range in its outer tenths only (held-out scans at the edges of the training distribution).
+        slab: slices rendered at a time.
+    """
+    summary = make_family(output_dir, [int(s) for s in seeds], tuple(int(v) for v in shape), edge=bool(edge), slab=int(slab))
     print(json.dumps(summary, indent=2))
 
 
@@ -63,4 +79,4 @@ def figure(dataset_dir: str = "demo", output: str = "docs/phantom_slice.png", z:
 
 
 if __name__ == "__main__":
-    fire.Fire({"make": make, "baseline": baseline, "figure": figure})
+    fire.Fire({"make": make, "family": family, "baseline": baseline, "figure": figure})
