@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-DEFAULT_SIDECAR = {"grey_window": [0.0, 255.0]}
+DEFAULT_SIDECAR = {"grey_window": [0.0, 255.0], "grey_percentiles": None}
 
 
 class CheckpointError(RuntimeError):
@@ -131,14 +131,20 @@ class ModelSidecarWriter:
     Args:
         ckpt_dir: folder of `model.pt`.
         grey_window: [low, high] grey values mapped to [0, 1].
+        grey_percentiles: each volume's own percentiles mapped to [0, 1] first (`bundle.data.grey`), or None.
         network: hyperparameters of the network (the config's `network_def` without its target).
         variant: "2d", "2.5d" or "3d".
         runtime: how training computed (`bundle.runtime.Runtime.as_dict()`): device, precision, CPU class.
     """
 
-    def __init__(self, ckpt_dir: str, grey_window: list[float], network: dict, variant: str, runtime: dict | None = None) -> None:
+    def __init__(
+        self, ckpt_dir: str, grey_window: list[float], network: dict, variant: str, runtime: dict | None = None,
+        grey_percentiles: list[float] | None = None,
+    ) -> None:
         self.path = Path(ckpt_dir) / "model.json"
         self.content = {"grey_window": [float(v) for v in grey_window], "network": network, "variant": variant}
+        if grey_percentiles is not None:
+            self.content["grey_percentiles"] = [float(v) for v in grey_percentiles]
         if runtime is not None:
             self.content["training_runtime"] = runtime
 

@@ -22,7 +22,7 @@ from ignite.engine import Engine, Events
 from monai.inferers import Inferer, SimpleInferer
 
 from .baselines import GreyClassHistogram, grey_bins
-from .checkpoints import load_weights, read_model_sidecar
+from .checkpoints import DEFAULT_SIDECAR, load_weights, read_model_sidecar
 from .data.crops import SlabDataset
 from .figures import class_histogram_figure, confusion_figure, overlay_figure
 from .flags import as_flag
@@ -68,7 +68,7 @@ class ScoredSource:
         device: torch.device | str = "cpu",
     ) -> None:
         if prediction_path:
-            self.network, self.inferer, self.sidecar = torch.nn.Identity(), SimpleInferer(), {"grey_window": [0.0, 255.0]}
+            self.network, self.inferer, self.sidecar = torch.nn.Identity(), SimpleInferer(), dict(DEFAULT_SIDECAR)
             self.source = str(prediction_path)
         else:
             self.sidecar = read_model_sidecar(ckpt_path, variant, network_def.hparams)
@@ -99,7 +99,8 @@ class EvaluationReport:
         dataset: the test `SlabDataset` the evaluator iterates (in order, batch size 1).
         output_dir: destination of metrics.json, CSVs, figures and volumes.
         class_names: names of the classes, in label order.
-        grey_window: the model's grey window, defines the 256 grey bins of non-uint8 data.
+        grey_window: the model's grey window, defines the 256 grey bins of non-uint8 data (each volume's own window
+            when the dataset windows volumes by their percentiles).
         source: what produced the predictions (checkpoint or prediction file), recorded.
         write_volumes: write `<stem>.test.prediction.raw` and `<stem>.test.error_volume.raw`.
     """
@@ -155,7 +156,7 @@ class EvaluationReport:
             truth = label[0].cpu().numpy().astype(np.uint8)
             self.confusion += confusion_matrix(classes, truth, len(self.class_names))
             grey = self.dataset.entries[volume].image().read(z0, z0 + classes.shape[0])
-            self.test_histogram.add(grey_bins(grey, self.grey_window), truth)
+            self.test_histogram.add(grey_bins(grey, self._bins_window(volume)), truth)
             if self.write_volumes:
                 self._file(volume, "prediction").write(classes.tobytes())
                 self._file(volume, "error_volume").write(((classes != truth) & (truth != IGNORE_LABEL)).astype(np.uint8).tobytes())
@@ -164,16 +165,19 @@ class EvaluationReport:
             if volume == fig_volume and z0 <= fig_z < z0 + classes.shape[0]:
                 self.figure_data = (grey[fig_z - z0], truth[fig_z - z0], classes[fig_z - z0], fig_z)
 
+    def _bins_window(self, volume: int) -> list[float]:
+        return self.dataset.windows[volume] or self.grey_window
+
     def _train_histogram(self) -> GreyClassHistogram:
         histogram = GreyClassHistogram(len(self.class_names))
-        for entry in self.dataset.entries:
+        for volume, entry in enumerate(self.dataset.entries):
             if entry.label_path is None:
                 continue
             image, label = entry.image(), entry.label()
             for z0, z1 in entry.ranges("train"):
                 for s in range(z0, z1, 16):
                     e = min(s + 16, z1)
-                    histogram.add(grey_bins(image.read(s, e), self.grey_window), label.read(s, e))
+                    histogram.add(grey_bins(image.read(s, e), self._bins_window(volume)), label.read(s, e))
         return histogram
 
     def completed(self, engine: Engine) -> None:

@@ -1,6 +1,6 @@
 """Dataset descriptions, z-splits and the crop datasets that feed training."""
 
-from .crops import RandomCropDataset, SlabDataset, grey_window, read_with_halo
+from .crops import RandomCropDataset, SlabDataset, read_with_halo
 from .description import (
     IGNORE_LABEL,
     SPLITS,
@@ -11,6 +11,7 @@ from .description import (
     paper_split,
     write_dataset_description,
 )
+from .grey import WindowedVolume, grey_window, inference_grey_window, volume_window, windowed
 
 __all__ = [
     "IGNORE_LABEL",
@@ -19,10 +20,14 @@ __all__ = [
     "RandomCropDataset",
     "SlabDataset",
     "VolumeEntry",
+    "WindowedVolume",
     "check_label_values",
     "grey_window",
+    "inference_grey_window",
     "load_dataset_description",
     "paper_split",
     "read_with_halo",
+    "volume_window",
+    "windowed",
     "write_dataset_description",
 ]

@@ -17,8 +17,9 @@ from monai.transforms import Randomizable
 
 from ..io import Volume
 from .description import IGNORE_LABEL, DatasetError, VolumeEntry, check_label_values, load_dataset_description
+from .grey import volume_window, windowed
 
-__all__ = ["RandomCropDataset", "SlabDataset", "grey_window", "read_with_halo"]
+__all__ = ["RandomCropDataset", "SlabDataset", "read_with_halo"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,28 +40,6 @@ def read_with_halo(volume: Volume, z0: int, z1: int, halo: int, ys: slice = slic
         index = np.where(index >= depth, 2 * (depth - 1) - index, index)
         data = data[index - lo]
     return data
-
-
-def grey_window(entries: Sequence[VolumeEntry], split: str = "train", samples: int = 8) -> list[float]:
-    """The grey range mapped to [0, 1]: a uint8 image's full range, else the 0.05-99.95 percentiles of the split.
-
-    Stored with the model (see `bundle.checkpoints`) so inference normalises the same way.
-    """
-    volumes = [e.image() for e in entries if e.ranges(split)]
-    if not volumes:
-        raise DatasetError(f"no volume has a '{split}' split to compute the grey normalisation from.")
-    if all(v.dtype == np.uint8 for v in volumes):
-        return [0.0, 255.0]
-    values = []
-    for entry in entries:
-        volume = entry.image()
-        for z0, z1 in entry.ranges(split):
-            for z in np.linspace(z0, z1 - 1, min(samples, z1 - z0)).astype(int):
-                values.append(volume.read(int(z), int(z) + 1).ravel()[::7].astype(np.float64))
-    low, high = np.percentile(np.concatenate(values), [0.05, 99.95])
-    if high <= low:
-        high = low + 1.0
-    return [float(low), float(high)]
 
 
 def _split_entries(dataset_dir: str | os.PathLike, split: str, needs_label: bool) -> list[VolumeEntry]:
@@ -97,6 +76,7 @@ class RandomCropDataset(Randomizable, torch.utils.data.Dataset):
         planes: 2D only, plane normals to draw from.
         rare_class: class to over-sample.
         rare_fraction: share of crops centred on a `rare_class` voxel (0 disables).
+        grey_percentiles: map each volume's own [low, high] percentiles to [0, 1] before `transform` (`bundle.data.grey`).
     """
 
     def __init__(
@@ -112,6 +92,7 @@ class RandomCropDataset(Randomizable, torch.utils.data.Dataset):
         planes: Sequence[str] = ("z",),
         rare_class: int = 2,
         rare_fraction: float = 0.0,
+        grey_percentiles: Sequence[float] | None = None,
     ) -> None:
         self.crop_size = tuple(int(c) for c in crop_size)
         if len(self.crop_size) not in (2, 3):
@@ -132,7 +113,7 @@ class RandomCropDataset(Randomizable, torch.utils.data.Dataset):
         counts = np.zeros(num_classes, np.int64)
         rare_points = []
         for entry in self.entries:
-            image, label = entry.image(), entry.label()
+            image, label = windowed(entry.image(), grey_percentiles), entry.label()
             ranges = _first_slices(entry.ranges(split), max_slices)
             for plane in self.planes:
                 extent = self._extent(plane)
@@ -289,7 +270,8 @@ class SlabDataset(torch.utils.data.Dataset):
     With `prediction_path`, "image" is instead the one-hot [C, slab, Y, X] of a segmentation
     file (of the whole volume's depth, or of the split's slices only, as the published
     `pa66.test.prediction.raw`), so another tool's output is scored by the same workflow
-    through an identity network.
+    through an identity network. With `grey_percentiles`, each volume is windowed by its own percentiles
+    before `transform` (`bundle.data.grey`).
     """
 
     def __init__(
@@ -302,8 +284,11 @@ class SlabDataset(torch.utils.data.Dataset):
         with_label: bool = True,
         prediction_path: str | os.PathLike | None = None,
         num_classes: int = 3,
+        grey_percentiles: Sequence[float] | None = None,
     ) -> None:
         self.entries = _split_entries(dataset_dir, split, needs_label=with_label)
+        self.grey_percentiles = grey_percentiles
+        self.windows = [None if grey_percentiles is None or prediction_path else volume_window(e.image(), grey_percentiles) for e in self.entries]
         self.z_halo = int(z_halo)
         self.transform = transform
         self.with_label = with_label
@@ -348,7 +333,7 @@ class SlabDataset(torch.utils.data.Dataset):
         if self.prediction is not None:
             item = {"image": torch.from_numpy(self._prediction_slab(z0, z1)), "volume": volume_index, "z0": z0}
         else:
-            image = read_with_halo(entry.image(), z0, z1, self.z_halo)
+            image = read_with_halo(windowed(entry.image(), self.grey_percentiles, self.windows[volume_index]), z0, z1, self.z_halo)
             item = {"image": torch.from_numpy(image.astype(np.float32))[None], "volume": volume_index, "z0": z0}
         if self.with_label:
             label = entry.label().read(z0, z1)

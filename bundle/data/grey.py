@@ -1,0 +1,86 @@
+"""Grey normalisation: one window for the model (the paper's), or each volume's own robust percentiles.
+
+A fixed window ties a model to one scanner's grey levels and bit depth. With percentiles,
+each volume is mapped by its own window (the `grey_percentiles` of its grey values, sampled
+over the whole depth), the same way in training, validation, evaluation and inference, so an
+8-bit, a 16-bit and a float scan of the same material reach the network alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..io import Volume
+from .description import DatasetError, VolumeEntry
+
+__all__ = ["WindowedVolume", "grey_window", "inference_grey_window", "volume_window", "windowed"]
+
+
+def grey_window(entries: Sequence[VolumeEntry], split: str = "train", samples: int = 8, percentiles: Sequence[float] | None = None) -> list[float]:
+    """The grey range the configs' transform maps to [0, 1]: a uint8 image's full range, else the 0.05-99.95
+    percentiles of the split; [0, 1] with `percentiles` (each volume is then windowed by its own, `windowed`).
+
+    Stored with the model (see `bundle.checkpoints`) so inference normalises the same way.
+    """
+    if percentiles is not None:
+        return [0.0, 1.0]
+    volumes = [e.image() for e in entries if e.ranges(split)]
+    if not volumes:
+        raise DatasetError(f"no volume has a '{split}' split to compute the grey normalisation from.")
+    if all(v.dtype == np.uint8 for v in volumes):
+        return [0.0, 255.0]
+    values = []
+    for entry in entries:
+        volume = entry.image()
+        for z0, z1 in entry.ranges(split):
+            for z in np.linspace(z0, z1 - 1, min(samples, z1 - z0)).astype(int):
+                values.append(volume.read(int(z), int(z) + 1).ravel()[::7].astype(np.float64))
+    return _window(np.concatenate(values), (0.05, 99.95))
+
+
+def _window(values: np.ndarray, percentiles: Sequence[float]) -> list[float]:
+    low, high = np.percentile(values, [float(p) for p in percentiles])
+    return [float(low), float(high) if high > low else float(low) + 1.0]
+
+
+def volume_window(volume: Volume, percentiles: Sequence[float], samples: int = 16) -> list[float]:
+    """The `percentiles` of a volume's grey values, from `samples` planes evenly spaced over its whole depth."""
+    if len(percentiles) != 2 or not 0 <= float(percentiles[0]) < float(percentiles[1]) <= 100:
+        raise ValueError(f"grey_percentiles must be [low, high] with 0 <= low < high <= 100, got {list(percentiles)}.")
+    depth = volume.shape[0]
+    planes = np.unique(np.linspace(0, depth - 1, min(samples, depth)).round().astype(int))
+    values = np.concatenate([volume.read(int(z), int(z) + 1).ravel()[::3].astype(np.float64) for z in planes])
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        raise DatasetError(f"{volume.path}: no finite grey value to normalise by.")
+    return _window(finite, percentiles)
+
+
+class WindowedVolume(Volume):
+    """A volume read as float32 with its `window` [low, high] mapped to [0, 1] (not clipped: the configs' transform clips)."""
+
+    def __init__(self, volume: Volume, window: Sequence[float]) -> None:
+        self.volume, self.window = volume, [float(window[0]), float(window[1])]
+        self.path, self.shape, self.meta = volume.path, volume.shape, volume.meta
+        self.dtype = np.dtype(np.float32)
+
+    def _read(self, z0: int, z1: int, ys: slice, xs: slice) -> np.ndarray:
+        low, high = self.window
+        return (self.volume.read(z0, z1, ys, xs).astype(np.float32) - low) / (high - low)
+
+
+def windowed(volume: Volume, percentiles: Sequence[float] | None, window: Sequence[float] | None = None) -> Volume:
+    """`volume` as it is without percentiles, else windowed by `window` or by its own percentiles."""
+    if percentiles is None:
+        return volume
+    return WindowedVolume(volume, window if window is not None else volume_window(volume, percentiles))
+
+
+def inference_grey_window(sidecar: dict, input_path: str) -> list[float]:
+    """The window inference maps to [0, 1]: the model's, or the input volume's own percentiles for a model trained so."""
+    from ..io import open_volume
+
+    percentiles = sidecar.get("grey_percentiles")
+    return list(sidecar["grey_window"]) if percentiles is None else volume_window(open_volume(input_path), percentiles)
