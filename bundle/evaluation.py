@@ -24,6 +24,7 @@ from monai.inferers import Inferer, SimpleInferer
 from .baselines import GreyClassHistogram, grey_bins
 from .checkpoints import DEFAULT_SIDECAR, load_weights, read_model_sidecar
 from .data.crops import SlabDataset
+from .data.grey import volume_window
 from .figures import class_histogram_figure, confusion_figure, overlay_figure
 from .flags import as_flag
 from .io import (
@@ -99,8 +100,6 @@ class EvaluationReport:
         dataset: the test `SlabDataset` the evaluator iterates (in order, batch size 1).
         output_dir: destination of metrics.json, CSVs, figures and volumes.
         class_names: names of the classes, in label order.
-        grey_window: the model's grey window, defines the 256 grey bins of non-uint8 data (each volume's own window
-            when the dataset windows volumes by their percentiles).
         source: what produced the predictions (checkpoint or prediction file), recorded.
         write_volumes: write `<stem>.test.prediction.raw` and `<stem>.test.error_volume.raw`.
     """
@@ -110,14 +109,13 @@ class EvaluationReport:
         dataset: SlabDataset,
         output_dir: str,
         class_names: list[str],
-        grey_window: list[float],
         source: str = "",
         write_volumes: bool = True,
     ) -> None:
         self.dataset = dataset
         self.output_dir = Path(output_dir)
         self.class_names = list(class_names)
-        self.grey_window = grey_window
+        self._windows: dict[int, list[float]] = {}
         self.source = str(source)
         self.write_volumes = as_flag(write_volumes)
         self.summary: dict = {}
@@ -165,8 +163,15 @@ class EvaluationReport:
             if volume == fig_volume and z0 <= fig_z < z0 + classes.shape[0]:
                 self.figure_data = (grey[fig_z - z0], truth[fig_z - z0], classes[fig_z - z0], fig_z)
 
-    def _bins_window(self, volume: int) -> list[float]:
-        return self.dataset.windows[volume] or self.grey_window
+    def _bins_window(self, volume: int) -> list[float] | None:
+        """The range of the baselines' 256 grey bins for non-uint8 data: the volume's own 0.05-99.95 percentiles, so a
+        baseline fitted on a volume does not depend on the model that is scored beside it."""
+        image = self.dataset.entries[volume].image()
+        if image.dtype == np.uint8:
+            return None
+        if volume not in self._windows:
+            self._windows[volume] = volume_window(image, (0.05, 99.95))
+        return self._windows[volume]
 
     def _train_histogram(self) -> GreyClassHistogram:
         histogram = GreyClassHistogram(len(self.class_names))

@@ -424,6 +424,46 @@ def inference_levers(
                             Path(checkpoint), lever, INFERENCE_LEVERS[lever])
 
 
+GENERALIST_OVERLAYS = ["augment/acquisition.json", "augment/percentiles.json"]
+
+
+def generalist(
+    train_seeds: tuple = (100, 101, 102, 103, 104, 105),
+    held_out_seeds: tuple = (200, 201, 202, 203),
+    shape: tuple = (64, 192, 192),
+    models: dict | None = None,
+    demo: bool = True,
+    **options,
+) -> None:
+    """A model trained on phantom-family draws (`train_seeds`) with acquisition augmentation and per-volume percentile
+    normalisation, then it and `models` (default: the shipped one) scored without retraining on held-out draws at the
+    edges of the family's ranges (`held_out_seeds`, each its own test volume, Bin-ZeroOC fitted on it beside) and on the
+    paper-style demo phantom. Data is made under <work_dir>/data when missing. Rows: study `generalist`, run
+    `2d <model> on <data>`, seed = the held-out draw's (0 for the demo phantom)."""
+    from bundle.phantom import make_family, make_phantom
+
+    study = Study(**options)
+    train_data = study.work_dir / "data" / ("family_" + "_".join(str(int(s)) for s in train_seeds))
+    if not (train_data / "dataset.json").is_file():
+        make_family(train_data, [int(s) for s in train_seeds], tuple(int(v) for v in shape))
+    study.dataset_dir = str(train_data)
+    folders = study.run("generalist", "2d generalist", "2d", {"network_def#f0": 16}, change="family draws", overlays=GENERALIST_OVERLAYS)
+    scored = {**(models or {"shipped": str(ROOT / "models" / "model.pt")}), **{"generalist": folders[study.seeds[0]] / "models" / "model.pt"}}
+    volumes = [("edge draw", int(s), study.work_dir / "data" / f"edge{int(s)}") for s in held_out_seeds]
+    if demo:
+        volumes.append(("demo phantom", 0, study.work_dir / "data" / "demo"))
+    for name, seed, data in volumes:
+        if not (data / "dataset.json").is_file():
+            if name == "demo phantom":
+                make_phantom(data, (128, 256, 256), seed=0)
+            else:
+                make_family(data, [seed], tuple(int(v) for v in shape), edge=True)
+        study.dataset_dir = str(data)
+        for model, checkpoint in scored.items():
+            study.score("generalist", f"2d {model} on {name}s" if name == "edge draw" else f"2d {model} on the {name}", seed, "2d",
+                        {"network_def#f0": 16}, Path(checkpoint), "no retraining", [])
+
+
 def shipped(
     ckpt_path: str = str(ROOT / "models" / "model.pt"),
     work_dir: str = "runs/experiments",
@@ -647,7 +687,10 @@ def plot(results: str = "runs/experiments/results.csv", output_dir: str = "docs"
 def _reference(run: str, study: str, runs: set[str]) -> str | None:
     """The run a run is compared with: the unchanged 2D model for ablations and training levers, the default 2D f0=16
     model for the other variants, the same model without inference levers for inference levers, random slices of the
-    same round for the other annotation strategies."""
+    same round for the other annotation strategies, the shipped model on the same data for the generalist."""
+    if study == "generalist":
+        reference = run.replace("2d generalist on", "2d shipped on", 1)
+        return reference if reference != run and reference in runs else None
     if study == "annotation_loop":
         strategy, _, r = run.partition(" round ")
         return f"random round {r}" if strategy != "random" and f"random round {r}" in runs else None
@@ -746,6 +789,7 @@ if __name__ == "__main__":
             "inference-levers": inference_levers,
             "annotation-loop": annotation_loop,
             "shipped": shipped,
+            "generalist": generalist,
             "plot": plot,
             "table": table,
         }
