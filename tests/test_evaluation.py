@@ -48,7 +48,8 @@ def test_a_prediction_file_is_scored_without_a_model(tiny_dataset, tmp_path):
 
 def test_evaluate_is_an_overlay_sharing_inference_network_and_preprocessing():
     evaluate = json.loads((CONFIGS / "evaluate.json").read_text())
-    assert not {"network_def", "preprocessing", "slab_inferer", "grey_window", "runtime"} & set(evaluate)
+    assert not {"network_def", "preprocessing", "slab_inferer", "runtime"} & set(evaluate)
+    assert evaluate["grey_window"] == "$[0.0, 1.0] if @grey_percentiles is not None else @model_sidecar['grey_window']"
     definitions = [json.loads((CONFIGS / name).read_text())["network_def"] for name in ("train.json", "inference.json")]
     assert definitions[0] == definitions[1]
 

@@ -125,3 +125,21 @@ def test_differences_are_paired_by_seed_and_marked_only_when_every_seed_agrees_b
     runs = {"random round 2", "uncertainty round 2", "even round 2"}
     assert experiments._reference("uncertainty round 2", "annotation_loop", runs) == "random round 2"
     assert experiments._reference("random round 2", "annotation_loop", runs) is None
+
+
+def test_the_generalist_trains_on_family_draws_and_is_scored_beside_the_shipped_model_on_edge_draws(tmp_path):
+    from bundle.phantom import PhantomFamily
+
+    experiment("generalist", "--train_seeds", "[1,2]", "--held_out_seeds", "[3]", "--shape", "[24,64,64]", "--demo", "False",
+               "--work_dir", str(tmp_path), "--epochs", "1",
+               "--overrides", '{"crop_size": [32, 32], "steps_per_epoch": 2, "batch_size": 2, "val_interval": 1, "num_workers": 0}')
+    assert [r["run"] for r in rows(tmp_path / "results.csv")] == ["2d generalist", "2d shipped on edge draws", "2d generalist on edge draws"]
+    sidecar = json.loads((tmp_path / "generalist" / "2d_generalist_seed-0" / "models" / "model.json").read_text())
+    assert sidecar["grey_percentiles"] == [0.5, 99.5]
+    (held_out,) = json.loads((tmp_path / "data" / "edge3" / "dataset.json").read_text())["volumes"]
+    assert held_out["phantom"]["noise_std"] == PhantomFamily().draw(3, edge=True).noise_std
+    spec = importlib.util.spec_from_file_location("experiments", ROOT / "scripts" / "experiments.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    table = module.study_tables(tmp_path / "results.csv")["results:generalist"]
+    assert "On edge draws, Bin-ZeroOC fitted on each test volume itself" in table and "2d shipped " in table.splitlines()[-1]
