@@ -744,6 +744,12 @@ def _as_baseline(row: dict) -> dict:
     return dict(row, iou_matrix=0, iou_fibre=0, iou_porosity=0, mean_iou=row["bin_zero_oc_test_mean"])
 
 
+def _baseline_spread(rows: list[dict]) -> str:
+    """Bin-ZeroOC's mean IoU over the distinct test volumes of `rows` (runs of one study often share one volume)."""
+    distinct = {r["bin_zero_oc_test_mean"]: r for r in rows}.values()
+    return _spread(_summary([_as_baseline(r) for r in distinct]), "mean_iou")
+
+
 def _baselines_by_data(by_run: dict[str, list[dict]]) -> list[str]:
     """Per data set scored (`<run> on <data>`): Bin-ZeroOC fitted on each test volume, and each model's mean IoU minus
     it, paired by volume (the baselines do not depend on the model, `bundle.evaluation`)."""
@@ -787,8 +793,7 @@ def study_tables(results: str | Path) -> dict[str, str]:
         if study == "generalist":
             lines += _baselines_by_data(by_run)
         else:
-            baseline = _summary([_as_baseline(r) for r in chosen])
-            lines.append(f"\nBin-ZeroOC fitted on each test volume itself: mean IoU {_spread(baseline, 'mean_iou')}.")
+            lines.append(f"\nBin-ZeroOC fitted on each test volume itself: mean IoU {_baseline_spread(chosen)}.")
         tables[f"{Path(results).stem}:{study}"] = "\n".join(lines) + "\n"
     return tables
 
