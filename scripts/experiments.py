@@ -7,6 +7,7 @@
     python scripts/experiments.py inference-levers --data_seeds '[11,12,13]' --models '{"shipped": "models/model.pt"}'
     python scripts/experiments.py shipped --output docs/results/shipped_model.json
     python scripts/experiments.py annotation-loop --data_seeds '[21,22]' --rounds 3 --results docs/results/study_annotation.csv
+    python scripts/experiments.py fine-tune --pretrained models/model.pt --data_seeds '[200,201,202]' --results docs/results/study_fine_tune.csv
     python scripts/experiments.py plot --results runs/experiments/results.csv
     python scripts/experiments.py table --results runs/experiments/results.csv
 
@@ -298,7 +299,8 @@ class Study:
         return fallback
 
     def score(
-        self, study: str, name: str, seed: int, variant: str, network: dict, checkpoint: Path, change: str, overlays: list[str]
+        self, study: str, name: str, seed: int, variant: str, network: dict, checkpoint: Path, change: str, overlays: list[str],
+        train_slices: int | None = None,
     ) -> None:
         """Evaluate an existing checkpoint with inference overlays (no training); `seed` is the model's or the data's."""
         if any(r["run"] == name and _seed(r) == seed for r in _rows(self.results)):
@@ -309,7 +311,7 @@ class Study:
         config = json.dumps({"checkpoint": str(checkpoint), "overlays": overlays, "dataset_dir": str(self.dataset_dir)}, sort_keys=True)
         _append(
             self.results,
-            {**self._row(study, name, seed, variant, network, change, None, [], 0.0, metrics, config), "epochs": ""},
+            {**self._row(study, name, seed, variant, network, change, train_slices, [], 0.0, metrics, config), "epochs": ""},
         )
         print(f"{name} seed {seed}: mean IoU {metrics['mean_iou']:.4f}, porosity {metrics['iou']['porosity']:.4f}")
 
@@ -518,16 +520,16 @@ def _annotate(picks: list[dict], image: Path, truth: Path, edit: Path, dataset_d
     import_slices(edit, dataset_dir)
 
 
-def _fine_tune_and_score(folder: Path, data: Path, run: str, seed: int, planes: dict, model: Path, epochs: int, f0: int,
-                         overrides: dict, results: Path) -> Path:
-    """Fine-tune `model` on the annotated planes of `data` for `epochs` (validated at the end), score it on the test
-    slices, append the row."""
+def _fine_tune_and_score(folder: Path, data: Path, study: str, run: str, change: str, seed: int, planes: dict,
+                         model: Path | None, epochs: int, f0: int, overlays: list[str], overrides: dict, results: Path) -> Path:
+    """Train on the annotated planes of `data` for `epochs` (validated at the end), from `model`'s weights or from
+    scratch (None), score it on the test slices, append the row."""
     network = {"network_def#f0": int(f0)}
     train_overrides = {"dataset_dir": str(data), "output_dir": str(folder), "max_epochs": int(epochs), "val_interval": int(epochs),
-                       "pretrained": str(model), "seed": seed, **network, **overrides}
+                       "seed": seed, **network, **overrides, **({"pretrained": str(model)} if model else {})}
     folder.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    _bundle("training", "2d", [], train_overrides, folder / "train.log")
+    _bundle("training", "2d", overlays, train_overrides, folder / "train.log")
     seconds = time.time() - started
     checkpoint = folder / "models" / "model.pt"
     evaluate = {"dataset_dir": str(data), "output_dir": str(folder / "eval"), "ckpt_path": str(checkpoint), "write_volumes": False,
@@ -535,11 +537,33 @@ def _fine_tune_and_score(folder: Path, data: Path, run: str, seed: int, planes: 
     _bundle("evaluate", "2d", [], evaluate, folder / "eval.log")
     metrics = json.loads((folder / "eval" / "metrics.json").read_text())
     count = sum(len(v) for v in planes.values())
-    config = json.dumps({"planes": planes, "pretrained": str(model), "epochs": int(epochs)}, sort_keys=True)
-    row = Study(epochs=int(epochs))._row("annotation_loop", run, seed, "2d", network, run.split(" round ")[0], count, [], seconds, metrics, config)
+    config = json.dumps({"planes": planes, "pretrained": str(model) if model else None, "epochs": int(epochs),
+                         **({"overlays": overlays} if overlays else {})}, sort_keys=True)
+    row = Study(epochs=int(epochs))._row(study, run, seed, "2d", network, change, count, [], seconds, metrics, config)
     _append(results, row)
     print(f"{run} seed {seed}: {count} planes, mean IoU {metrics['mean_iou']:.4f}, porosity {metrics['iou']['porosity']:.4f}")
     return checkpoint
+
+
+def _spaced_planes(z_range: tuple[int, int], n: int) -> list[dict]:
+    """`n` z-planes spaced evenly inside [z0, z1), none on its ends: a scientist's first annotations."""
+    import numpy as np
+
+    return [{"axis": "z", "index": int(z)} for z in np.linspace(z_range[0], z_range[1] - 1, int(n) + 2)[1:-1].round()]
+
+
+def _sparse_dataset(data: Path, dense) -> None:
+    """A fresh dataset folder whose one entry is `dense`'s validation and test slices; annotated planes are added
+    by `_annotate` as a second entry."""
+    data.mkdir(parents=True, exist_ok=True)
+    held_out = {k: [list(r) for r in dense.ranges(k)] for k in ("val", "test")}
+    entry = {"image": os.path.relpath(dense.image_path, data), "label": os.path.relpath(dense.label_path, data), "splits": held_out}
+    (data / "dataset.json").write_text(json.dumps({"volumes": [entry]}))
+    (data / f"{dense.image_path.name.split('.')[0]}.annotations.raw").unlink(missing_ok=True)
+
+
+def _annotated_planes(data: Path) -> dict:
+    return json.loads((data / "dataset.json").read_text())["volumes"][1]["annotated_planes"]
 
 
 def annotation_loop(
@@ -576,8 +600,6 @@ def annotation_loop(
         (dense,) = load_dataset_description(base / "phantom")
         train = dense.ranges("train")[0]
         image, truth = dense.image_path, dense.label_path
-        held_out = {k: [list(r) for r in dense.ranges(k)] for k in ("val", "test")}
-        first = [{"axis": "z", "index": int(z)} for z in np.linspace(train[0], train[1] - 1, int(start) + 2)[1:-1].round()]
 
         for strategy in strategies:
             if strategy not in ("uncertainty", "random", "even"):
@@ -587,20 +609,17 @@ def annotation_loop(
                 continue
             folder = base / strategy
             data = folder / "data"
-            data.mkdir(parents=True, exist_ok=True)
-            dense_entry = {"image": os.path.relpath(image, data), "label": os.path.relpath(truth, data), "splits": held_out}
-            (data / "dataset.json").write_text(json.dumps({"volumes": [dense_entry]}))
-            (data / "phantom.annotations.raw").unlink(missing_ok=True)
+            _sparse_dataset(data, dense)
             rng = np.random.default_rng(seed)
             model = Path(pretrained)
-            _annotate(first, image, truth, folder / "edit0", data)
+            _annotate(_spaced_planes(train, int(start)), image, truth, folder / "edit0", data)
             for r in range(int(rounds) + 1):
-                planes = json.loads((data / "dataset.json").read_text())["volumes"][1]["annotated_planes"]
+                planes = _annotated_planes(data)
                 if (f"{strategy} round {r}", seed) in done:
                     print(f"skip {strategy} round {r} seed {seed}: already in {results}")
                 else:
-                    _fine_tune_and_score(folder / f"round{r}", data, f"{strategy} round {r}", seed, planes, model, int(epochs),
-                                         int(f0), dict(overrides or {}), results)
+                    _fine_tune_and_score(folder / f"round{r}", data, "annotation_loop", f"{strategy} round {r}", strategy, seed, planes,
+                                         model, int(epochs), int(f0), [], dict(overrides or {}), results)
                 if r == int(rounds):
                     break
                 model = folder / f"round{r}" / "models" / "model.pt"
@@ -610,6 +629,56 @@ def annotation_loop(
                 _bundle("inference", "2d", [], infer, folder / f"prediction{r}.log")
                 picks = _next_planes(strategy, prediction, image.name.split(".")[0], train, planes, int(per_round), rng)
                 _annotate(picks, image, truth, folder / f"edit{r + 1}", data)
+
+
+def fine_tune(
+    pretrained: str = str(ROOT / "models" / "model.pt"),
+    data_seeds: tuple = (200, 201, 202),
+    shape: tuple = (64, 192, 192),
+    slices: tuple = (1, 2, 5, 10),
+    epochs: int = 10,
+    scratch_epochs: int = 40,
+    overlays: tuple = tuple(GENERALIST_OVERLAYS),
+    f0: int = 16,
+    work_dir: str = "runs/fine_tune",
+    results: str | None = None,
+    overrides: dict | None = None,
+) -> None:
+    """Fine-tuning against training from scratch on a new scan: on each held-out edge draw of the phantom family
+    (`data_seeds`), `pretrained` scored without retraining, then for each count in `slices` that many evenly spaced
+    annotated z-planes, trained on for `epochs` from `pretrained` and from scratch (the same steps), and from scratch
+    for `scratch_epochs` on the most slices (the model a scientist would train on that scan alone). `overlays` are
+    the training overlays of both (the pretrained model's grey normalisation). Rows: study `fine_tune`, run
+    `<start> <n> slices`, seed = the draw's."""
+    from bundle.data import load_dataset_description
+    from bundle.phantom import make_family
+
+    work = Path(work_dir)
+    results = Path(results or work / "results.csv")
+    overlays, overrides = list(overlays), dict(overrides or {})
+    network = {"network_def#f0": int(f0)}
+    done = {(r["run"], _seed(r)) for r in _rows(results)}
+    for seed in (int(s) for s in data_seeds):
+        scan = work / "data" / f"edge{seed}"
+        if not (scan / "dataset.json").is_file():
+            make_family(scan, [seed], tuple(int(v) for v in shape), edge=True)
+        (dense,) = load_dataset_description(scan)
+        study = Study(dataset_dir=str(scan), work_dir=str(work), results=str(results), overrides=overrides)
+        study.score("fine_tune", "pretrained 0 slices", seed, "2d", network, Path(pretrained), "no retraining", [], train_slices=0)
+        for n in (int(n) for n in slices):
+            starts = [("pretrained", Path(pretrained), int(epochs)), ("scratch", None, int(epochs))]
+            if n == max(int(v) for v in slices):
+                starts.append(("scratch long", None, int(scratch_epochs)))
+            todo = [(start, model, e) for start, model, e in starts if (f"{start} {n} slices", seed) not in done]
+            if not todo:
+                print(f"skip {n} slices seed {seed}: every run already in {results}")
+                continue
+            folder = work / f"seed{seed}" / f"slices{n}"
+            _sparse_dataset(folder / "data", dense)
+            _annotate(_spaced_planes(dense.ranges("train")[0], n), dense.image_path, dense.label_path, folder / "edit", folder / "data")
+            for start, model, e in todo:
+                _fine_tune_and_score(folder / start.replace(" ", "_"), folder / "data", "fine_tune", f"{start} {n} slices", start, seed,
+                                     _annotated_planes(folder / "data"), model, e, int(f0), overlays, overrides, results)
 
 
 def _runs(rows: list[dict], study: str) -> list[tuple[dict, dict]]:
@@ -680,6 +749,21 @@ def plot(results: str = "runs/experiments/results.csv", output_dir: str = "docs"
         ax.set_ylabel("mean IoU (%)")
         ax.legend()
         written.append(save_figure(fig, out / "fig_annotation_loop.png"))
+    tuned = _runs(rows, "fine_tune")
+    if tuned:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for start, style in (("pretrained", "o-"), ("scratch", "s--"), ("scratch long", "^")):
+            points = sorted((int(r["train_slices"]), m["mean_iou"], m["mean_iou_sd"], r["epochs"]) for r, m in tuned
+                            if r["change"] == start or (start == "pretrained" and r["change"] == "no retraining"))
+            if points:
+                epochs = next((p[3] for p in points if p[3]), "")
+                ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points], fmt=style, capsize=3,
+                            label=f"{start}, {epochs} epochs")
+        ax.axhline(_summary([_as_baseline(r) for r, _ in tuned])["mean_iou"], linestyle=":", color="gray", label="Bin-ZeroOC (fitted on each test volume)")
+        ax.set_xlabel("annotated z-slices of the new scan")
+        ax.set_ylabel("mean IoU (%)")
+        ax.legend(fontsize=8)
+        written.append(save_figure(fig, out / "fig_fine_tune.png"))
     for path in written:
         print(path)
 
@@ -687,9 +771,13 @@ def plot(results: str = "runs/experiments/results.csv", output_dir: str = "docs"
 def _reference(run: str, study: str, runs: set[str]) -> str | None:
     """The run a run is compared with: the unchanged 2D model for ablations and training levers, the default 2D f0=16
     model for the other variants, the same model without inference levers for inference levers, random slices of the
-    same round for the other annotation strategies, the shipped model on the same data for the generalist."""
+    same round for the other annotation strategies, the shipped model on the same data for the generalist, training
+    from scratch on the same slices and steps for fine-tuning."""
     if study == "generalist":
         reference = run.replace("2d generalist on", "2d shipped on", 1)
+        return reference if reference != run and reference in runs else None
+    if study == "fine_tune":
+        reference = run.replace("pretrained", "scratch", 1)
         return reference if reference != run and reference in runs else None
     if study == "annotation_loop":
         strategy, _, r = run.partition(" round ")
@@ -776,6 +864,8 @@ def study_tables(results: str | Path) -> dict[str, str]:
         order = list(runs)
         if study == "variants":
             order.sort(key=lambda n: (VARIANT_ORDER.index(first[n]["variant"]), int(first[n]["f0"])))
+        if study == "fine_tune":
+            order.sort(key=lambda n: (int(first[n]["train_slices"]), n))
         if study == "learning_curve":
             order.sort(key=lambda n: int(first[n]["train_slices"]) if first[n]["train_slices"].isdigit() else float("inf"))
         lines = [
@@ -813,6 +903,7 @@ if __name__ == "__main__":
             "levers": levers,
             "inference-levers": inference_levers,
             "annotation-loop": annotation_loop,
+            "fine-tune": fine_tune,
             "shipped": shipped,
             "generalist": generalist,
             "plot": plot,
