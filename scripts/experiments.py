@@ -759,7 +759,8 @@ def plot(results: str = "runs/experiments/results.csv", output_dir: str = "docs"
                 epochs = next((p[3] for p in points if p[3]), "")
                 ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points], fmt=style, capsize=3,
                             label=f"{start}, {epochs} epochs")
-        ax.axhline(_summary([_as_baseline(r) for r, _ in tuned])["mean_iou"], linestyle=":", color="gray", label="Bin-ZeroOC (fitted on each test volume)")
+        baseline = _baseline_summary([r for r in rows if r["study"] == "fine_tune"])["mean_iou"]
+        ax.axhline(baseline, linestyle=":", color="gray", label="Bin-ZeroOC (fitted on each test volume)")
         ax.set_xlabel("annotated z-slices of the new scan")
         ax.set_ylabel("mean IoU (%)")
         ax.legend(fontsize=8)
@@ -832,10 +833,10 @@ def _as_baseline(row: dict) -> dict:
     return dict(row, iou_matrix=0, iou_fibre=0, iou_porosity=0, mean_iou=row["bin_zero_oc_test_mean"])
 
 
-def _baseline_spread(rows: list[dict]) -> str:
+def _baseline_summary(rows: list[dict]) -> dict:
     """Bin-ZeroOC's mean IoU over the distinct test volumes of `rows` (runs of one study often share one volume)."""
     distinct = {r["bin_zero_oc_test_mean"]: r for r in rows}.values()
-    return _spread(_summary([_as_baseline(r) for r in distinct]), "mean_iou")
+    return _summary([_as_baseline(r) for r in distinct])
 
 
 def _baselines_by_data(by_run: dict[str, list[dict]]) -> list[str]:
@@ -883,7 +884,7 @@ def study_tables(results: str | Path) -> dict[str, str]:
         if study == "generalist":
             lines += _baselines_by_data(by_run)
         else:
-            lines.append(f"\nBin-ZeroOC fitted on each test volume itself: mean IoU {_baseline_spread(chosen)}.")
+            lines.append(f"\nBin-ZeroOC fitted on each test volume itself: mean IoU {_spread(_baseline_summary(chosen), 'mean_iou')}.")
         tables[f"{Path(results).stem}:{study}"] = "\n".join(lines) + "\n"
     return tables
 
