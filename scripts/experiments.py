@@ -59,6 +59,7 @@ FIELDS = [
     "mean_iou",
     "bin_zero_oc_train_mean",
     "bin_zero_oc_test_mean",
+    "bin_zero_oc_test_porosity",
     "config",
 ]
 ABLATIONS = ablation_overlays()
@@ -87,12 +88,15 @@ def _rows(results: Path) -> list[dict]:
 
 
 def _append(results: Path, row: dict) -> None:
-    """One row, under a file lock, so that studies run side by side can share one CSV."""
+    """One row, under a file lock, so that studies run side by side can share one CSV; a CSV begun before a column
+    was added keeps its columns."""
     results.parent.mkdir(parents=True, exist_ok=True)
-    with open(results, "a", newline="") as f:
+    with open(results, "a+", newline="") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
-        writer = csv.DictWriter(f, fieldnames=FIELDS)
-        if f.tell() == 0:
+        f.seek(0)
+        header = next(csv.reader(f), None)
+        writer = csv.DictWriter(f, fieldnames=header or FIELDS, extrasaction="ignore")
+        if not header:
             writer.writeheader()
         writer.writerow(row)
         f.flush()
@@ -237,6 +241,7 @@ class Study:
             "mean_iou": metrics["mean_iou"],
             "bin_zero_oc_train_mean": metrics["baselines"]["bin_zero_oc_train"]["mean_iou"],
             "bin_zero_oc_test_mean": metrics["baselines"]["bin_zero_oc_test"]["mean_iou"],
+            "bin_zero_oc_test_porosity": metrics["baselines"]["bin_zero_oc_test"]["iou"]["porosity"],
             "config": config,
         }
 
@@ -759,7 +764,7 @@ def plot(results: str = "runs/experiments/results.csv", output_dir: str = "docs"
                 epochs = next((p[3] for p in points if p[3]), "")
                 ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points], fmt=style, capsize=3,
                             label=f"{start}, {epochs} epochs")
-        baseline = _baseline_summary([r for r in rows if r["study"] == "fine_tune"])["mean_iou"]
+        baseline = _summary(_distinct_baselines([r for r in rows if r["study"] == "fine_tune"]))["mean_iou"]
         ax.axhline(baseline, linestyle=":", color="gray", label="Bin-ZeroOC (fitted on each test volume)")
         ax.set_xlabel("annotated z-slices of the new scan")
         ax.set_ylabel("mean IoU (%)")
@@ -829,14 +834,21 @@ def _paired(rows: list[dict], reference: list[dict], key: str) -> str:
 
 
 def _as_baseline(row: dict) -> dict:
-    """A row whose mean IoU is that of Bin-ZeroOC fitted on its own test volume."""
-    return dict(row, iou_matrix=0, iou_fibre=0, iou_porosity=0, mean_iou=row["bin_zero_oc_test_mean"])
+    """A row whose mean and porosity IoU are those of Bin-ZeroOC fitted on its own test volume (porosity 0 in CSVs
+    begun before it was recorded)."""
+    return dict(row, iou_matrix=0, iou_fibre=0, iou_porosity=row.get("bin_zero_oc_test_porosity") or 0, mean_iou=row["bin_zero_oc_test_mean"])
 
 
-def _baseline_summary(rows: list[dict]) -> dict:
-    """Bin-ZeroOC's mean IoU over the distinct test volumes of `rows` (runs of one study often share one volume)."""
-    distinct = {r["bin_zero_oc_test_mean"]: r for r in rows}.values()
-    return _summary([_as_baseline(r) for r in distinct])
+def _baseline_text(baseline: list[dict]) -> str:
+    """Bin-ZeroOC's mean IoU, and its porosity IoU where the CSV recorded it."""
+    summary = _summary(baseline)
+    porosity = f", porosity IoU {_spread(summary, 'iou_porosity')}" if all(r.get("bin_zero_oc_test_porosity") for r in baseline) else ""
+    return f"mean IoU {_spread(summary, 'mean_iou')}{porosity}"
+
+
+def _distinct_baselines(rows: list[dict]) -> list[dict]:
+    """Bin-ZeroOC rows of the distinct test volumes of `rows` (runs of one study often share one volume)."""
+    return [_as_baseline(r) for r in {r["bin_zero_oc_test_mean"]: r for r in rows}.values()]
 
 
 def _baselines_by_data(by_run: dict[str, list[dict]]) -> list[str]:
@@ -846,9 +858,12 @@ def _baselines_by_data(by_run: dict[str, list[dict]]) -> list[str]:
     for data in dict.fromkeys(name.split(" on ", 1)[1] for name in by_run if " on " in name):
         groups = {name.split(" on ", 1)[0]: rows for name, rows in by_run.items() if name.endswith(f" on {data}")}
         baseline = [_as_baseline(r) for r in next(iter(groups.values()))]
-        margins = ", ".join(f"{model} {_paired(rows, baseline, 'mean_iou')}" for model, rows in groups.items())
-        lines.append(f"On {data}, Bin-ZeroOC fitted on each test volume itself: mean IoU {_spread(_summary(baseline), 'mean_iou')}; "
-                     f"mean IoU above it: {margins}.")
+        margins = "; ".join(
+            f"{label} above it: " + ", ".join(f"{model} {_paired(rows, baseline, key)}" for model, rows in groups.items())
+            for label, key in (("mean IoU", "mean_iou"), ("porosity IoU", "iou_porosity"))
+            if key == "mean_iou" or all(r.get("bin_zero_oc_test_porosity") for r in baseline)
+        )
+        lines.append(f"On {data}, Bin-ZeroOC fitted on each test volume itself: {_baseline_text(baseline)}; {margins}.")
     return lines
 
 
@@ -884,7 +899,7 @@ def study_tables(results: str | Path) -> dict[str, str]:
         if study == "generalist":
             lines += _baselines_by_data(by_run)
         else:
-            lines.append(f"\nBin-ZeroOC fitted on each test volume itself: mean IoU {_spread(_baseline_summary(chosen), 'mean_iou')}.")
+            lines.append(f"\nBin-ZeroOC fitted on each test volume itself: {_baseline_text(_distinct_baselines(chosen))}.")
         tables[f"{Path(results).stem}:{study}"] = "\n".join(lines) + "\n"
     return tables
 

@@ -143,6 +143,7 @@ def test_the_generalist_trains_on_family_draws_and_is_scored_beside_the_shipped_
     spec.loader.exec_module(module)
     table = module.study_tables(tmp_path / "results.csv")["results:generalist"]
     assert "On edge draws, Bin-ZeroOC fitted on each test volume itself" in table and "2d shipped " in table.splitlines()[-1]
+    assert "porosity IoU above it: 2d shipped" in table.splitlines()[-1]
 
 
 def test_fine_tuning_is_scored_beside_training_from_scratch_on_the_same_slices_of_a_held_out_draw(tmp_path):
@@ -174,3 +175,19 @@ def test_fine_tuning_is_scored_beside_training_from_scratch_on_the_same_slices_o
     assert pretrained.split("|")[8].strip() != ""
     experiment("plot", "--results", str(tmp_path / "results.csv"), "--output_dir", str(tmp_path / "figures"))
     assert [p.name for p in (tmp_path / "figures").iterdir()] == ["fig_fine_tune.png"]
+
+
+def test_a_results_csv_begun_before_a_column_was_added_keeps_its_columns_and_its_tables(tmp_path):
+    spec = importlib.util.spec_from_file_location("experiments", ROOT / "scripts" / "experiments.py")
+    experiments = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(experiments)
+    row = {key: "1" for key in experiments.FIELDS} | {"study": "levers", "run": "2d train none", "seed": "0", "mean_iou": "0.8",
+                                                     "bin_zero_oc_test_mean": "0.7", "bin_zero_oc_test_porosity": "0.4"}
+    old, new = tmp_path / "old.csv", tmp_path / "new.csv"
+    old.write_text(",".join(f for f in experiments.FIELDS if f != "bin_zero_oc_test_porosity") + "\n")
+    experiments._append(old, row)
+    experiments._append(new, row)
+    assert "bin_zero_oc_test_porosity" not in rows(old)[0] and rows(old)[0]["config"] == "1"
+    assert rows(new)[0]["bin_zero_oc_test_porosity"] == "0.4"
+    assert experiments.study_tables(old)["old:levers"].endswith("mean IoU 70.0.\n")
+    assert experiments.study_tables(new)["new:levers"].endswith("mean IoU 70.0, porosity IoU 40.0.\n")
