@@ -763,7 +763,7 @@ def plot(results: str = "runs/experiments/results.csv", output_dir: str = "docs"
             if points:
                 epochs = next((p[3] for p in points if p[3]), "")
                 ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points], fmt=style, capsize=3,
-                            label=f"{start}, {epochs} epochs")
+                            label=f"{start}, {epochs} epochs" + (" (0 slices: as it is)" if start == "pretrained" else ""))
         baseline = _summary(_distinct_baselines([r for r in rows if r["study"] == "fine_tune"]))["mean_iou"]
         ax.axhline(baseline, linestyle=":", color="gray", label="Bin-ZeroOC (fitted on each test volume)")
         ax.set_xlabel("annotated z-slices of the new scan")
