@@ -125,6 +125,14 @@ def read_model_sidecar(checkpoint: str | os.PathLike, variant: str | None = None
     return sidecar
 
 
+def pretrained_grey_percentiles(pretrained: str | os.PathLike | None) -> list[float] | None:
+    """The `grey_percentiles` a pretrained model was trained with (its sidecar), so that fine-tuning feeds it the grey
+    values it learnt on; None without pretrained weights or without a sidecar."""
+    if not pretrained or not sidecar_of(pretrained).is_file():
+        return None
+    return read_model_sidecar(pretrained).get("grey_percentiles")
+
+
 class ModelSidecarWriter:
     """Writes `model.json` into the checkpoint folder when training starts (rank 0 only).
 

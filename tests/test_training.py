@@ -1,3 +1,4 @@
+import json
 import os
 import re
 import subprocess
@@ -55,8 +56,19 @@ def test_fine_tuning_loads_every_key_and_refuses_another_variant(tiny_dataset, t
     model = tmp_path / "base" / "models" / "model.pt"
     result = train(tiny_dataset, tmp_path / "tuned", "2d", "--pretrained", str(model), "--max_epochs", "1")
     assert "loaded all" in result.stdout + result.stderr
+    assert "grey_percentiles" not in json.loads((tmp_path / "tuned" / "models" / "model.json").read_text())
     with pytest.raises(CheckpointError, match="does not fit the network"):
         load_weights(ModularUNet(f0=4, in_channels=5), model)
+
+
+def test_fine_tuning_keeps_the_pretrained_models_grey_percentiles_unless_told_otherwise(tiny_dataset, tmp_path):
+    train(tiny_dataset, tmp_path / "base", "2d", "--grey_percentiles", "[1.0, 99.0]", "--max_epochs", "1")
+    model = str(tmp_path / "base" / "models" / "model.pt")
+    train(tiny_dataset, tmp_path / "kept", "2d", "--pretrained", model, "--max_epochs", "1")
+    bundle_run("run", "training", "--config_file", config_list("train.json", "augment/fixed_window.json"), "--dataset_dir", str(tiny_dataset),
+               "--output_dir", str(tmp_path / "fixed"), *TINY, *VARIANTS["2d"][1], "--pretrained", model, "--max_epochs", "1")
+    assert json.loads((tmp_path / "kept" / "models" / "model.json").read_text())["grey_percentiles"] == [1.0, 99.0]
+    assert "grey_percentiles" not in json.loads((tmp_path / "fixed" / "models" / "model.json").read_text())
 
 
 def run_expecting_failure(*args):
