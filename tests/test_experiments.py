@@ -11,6 +11,14 @@ def experiment(*args):
     return run_script("experiments.py", *args)
 
 
+def experiments_module():
+    """scripts/experiments.py as a module, for its table and CSV functions."""
+    spec = importlib.util.spec_from_file_location("experiments", ROOT / "scripts" / "experiments.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def rows(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
@@ -75,9 +83,7 @@ def test_each_study_writes_its_rows_and_an_interrupted_study_resumes(tiny_datase
 
 
 def test_crop_scale_halves_each_variants_paper_crop_and_keeps_it_a_multiple_of_the_depth():
-    spec = importlib.util.spec_from_file_location("experiments", ROOT / "scripts" / "experiments.py")
-    experiments = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(experiments)
+    experiments = experiments_module()
     assert experiments._crop_size("2d", 0.5, 3) == [80, 80]
     assert experiments._crop_size("2.5d", 0.5, 3) == [80, 80]
     assert experiments._crop_size("3d", 0.5, 3) == [16, 16, 16]
@@ -112,9 +118,7 @@ def test_the_simulated_annotation_loop_adds_planes_per_strategy_and_scores_each_
 
 
 def test_differences_are_paired_by_seed_and_marked_only_when_every_seed_agrees_beyond_the_spread():
-    spec = importlib.util.spec_from_file_location("experiments", ROOT / "scripts" / "experiments.py")
-    experiments = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(experiments)
+    experiments = experiments_module()
     reference = [{"seed": s, "mean_iou": v} for s, v in ((0, 0.70), (1, 0.80), (2, 0.75))]
     consistent = [{"seed": s, "mean_iou": v} for s, v in ((0, 0.72), (1, 0.82), (2, 0.77))]
     mixed = [{"seed": s, "mean_iou": v} for s, v in ((0, 0.76), (1, 0.79), (2, 0.76))]
@@ -138,9 +142,7 @@ def test_the_generalist_trains_on_family_draws_and_is_scored_beside_the_shipped_
     assert sidecar["grey_percentiles"] == [0.5, 99.5]
     (held_out,) = json.loads((tmp_path / "data" / "edge3" / "dataset.json").read_text())["volumes"]
     assert held_out["phantom"]["noise_std"] == PhantomFamily().draw(3, edge=True).noise_std
-    spec = importlib.util.spec_from_file_location("experiments", ROOT / "scripts" / "experiments.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = experiments_module()
     table = module.study_tables(tmp_path / "results.csv")["results:generalist"]
     assert "On edge draws, Bin-ZeroOC fitted on each test volume itself" in table and "2d shipped " in table.splitlines()[-1]
     assert "porosity IoU above it: 2d shipped" in table.splitlines()[-1]
@@ -166,9 +168,7 @@ def test_fine_tuning_is_scored_beside_training_from_scratch_on_the_same_slices_o
     sidecar = json.loads((tmp_path / "seed3" / "slices2" / "scratch" / "models" / "model.json").read_text())
     assert sidecar["grey_percentiles"] == [0.5, 99.5]
     assert "skip 2 slices seed 3: every run already in" in experiment(*args) and len(rows(tmp_path / "results.csv")) == 4
-    spec = importlib.util.spec_from_file_location("experiments", ROOT / "scripts" / "experiments.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = experiments_module()
     lines = module.study_tables(tmp_path / "results.csv")["results:fine_tune"].splitlines()
     pretrained = next(line for line in lines if line.startswith("| pretrained 2 slices"))
     assert pretrained.split("|")[8].strip() != ""
@@ -177,9 +177,7 @@ def test_fine_tuning_is_scored_beside_training_from_scratch_on_the_same_slices_o
 
 
 def test_a_results_csv_begun_before_a_column_was_added_keeps_its_columns_and_its_tables(tmp_path):
-    spec = importlib.util.spec_from_file_location("experiments", ROOT / "scripts" / "experiments.py")
-    experiments = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(experiments)
+    experiments = experiments_module()
     row = {key: "1" for key in experiments.FIELDS} | {"study": "levers", "run": "2d train none", "seed": "0", "mean_iou": "0.8",
                                                      "bin_zero_oc_test_mean": "0.7", "bin_zero_oc_test_porosity": "0.4"}
     old, new = tmp_path / "old.csv", tmp_path / "new.csv"
