@@ -359,7 +359,8 @@ def _compare(shape: tuple, ckpt_path: str, repeats: int, **overrides) -> dict:
     from monai.inferers import SliceInferer
     from monai.networks.nets import BasicUNet
 
-    from bundle.checkpoints import load_weights
+    from bundle.checkpoints import load_weights, read_model_sidecar
+    from bundle.data.grey import inference_grey_window
     from bundle.inference import normalise_grey
     from bundle.io import open_volume
     from bundle.phantom import make_phantom
@@ -367,7 +368,9 @@ def _compare(shape: tuple, ckpt_path: str, repeats: int, **overrides) -> dict:
     work = _scratch("xct_compare_")
     make_phantom(work / "data", tuple(shape), seed=12)
     voxels = int(np.prod(shape))
-    volume = torch.from_numpy(normalise_grey(open_volume(work / "data" / "phantom.raw").read(), [0, 255]))[None, None]
+    phantom = str(work / "data" / "phantom.raw")
+    window = inference_grey_window(read_model_sidecar(ckpt_path), phantom)
+    volume = torch.from_numpy(normalise_grey(open_volume(phantom).read(), window))[None, None]
     model = load_weights(ModularUNet(), ckpt_path).eval()
     plain = SliceInferer(roi_size=(160, 160), sw_batch_size=4, overlap=0.25, mode="gaussian", spatial_dim=0)
 
@@ -382,7 +385,6 @@ def _compare(shape: tuple, ckpt_path: str, repeats: int, **overrides) -> dict:
 
     plain_model = plain_seconds(model)
     plain_basic = plain_seconds(BasicUNet(spatial_dims=2, in_channels=1, out_channels=3).eval())
-    phantom = str(work / "data" / "phantom.raw")
     ours = [_inference(phantom, ckpt_path, "2d", work / f"out{i}", **overrides)["seconds_segmenting"] for i in range(repeats)]
     ours_s = statistics.median(ours)
     reference = open_volume(work / "out0" / "phantom.seg.raw").read()
@@ -417,18 +419,20 @@ def edges(dataset_dir: str = str(ROOT / "demo"), ckpt_path: str = str(ROOT / "mo
     Schemes: what lies past the plane's edge for the network. `stop` (tiles end at the edge, the network's
     own zero padding: the overlap-tile inferer's default), `replicate` (edge voxels repeated for a margin),
     `reflect` (mirrored), `zeros` (zero input for a margin, which MONAI's blended sliding window also gives
-    planes smaller than its 512 x 512 window: the bundle's earlier default). fp32, the shipped model.
+    planes smaller than its 512 x 512 window: the bundle's earlier default). fp32, the model's grey normalisation.
     """
     from monai.inferers import SlidingWindowInferer
 
     from bundle.checkpoints import load_weights, read_model_sidecar
     from bundle.data import load_dataset_description
+    from bundle.data.grey import inference_grey_window
     from bundle.inference import OverlapTileInferer, context_margin, normalise_grey
     from bundle.networks import inference_ready
 
     entry = load_dataset_description(dataset_dir)[0]
     (z0, z1), = entry.ranges("test")
-    image = torch.from_numpy(normalise_grey(entry.image().read(z0, z1), read_model_sidecar(ckpt_path)["grey_window"]))[:, None]
+    window = inference_grey_window(read_model_sidecar(ckpt_path), str(entry.image_path))
+    image = torch.from_numpy(normalise_grey(entry.image().read(z0, z1), window))[:, None]
     label = entry.label().read(z0, z1)
     net = inference_ready(load_weights(ModularUNet(), ckpt_path), True, True)
     margin = context_margin(net.u_depth)
@@ -1022,20 +1026,6 @@ def _backends_table(result: dict) -> str:
             f"{result['speed_input']}; quality: {result['quality_input']}.\n\n" + _table(header, rows))
 
 
-def _model_card_table(result: dict) -> str:
-    """Per-class IoU of the shipped model along the default path and the torch fp32 reference, per phantom."""
-    rows = []
-    for r in result["rows"]:
-        if (r["backend_requested"], r["precision_requested"]) not in (("auto", "auto"), ("torch", "fp32")):
-            continue
-        path = f"default ({r['backend']} {r['precision']})" if r["backend_requested"] == "auto" else "torch fp32"
-        for seed, q in r["quality"].items():
-            rows.append([f"phantom seed {seed}" + (" (the demo)" if seed == "0" else ""), path,
-                         *(q["iou"][k] for k in ("matrix", "fibre", "porosity", "mean"))])
-    return (f"{result['quality_input']}; {_machine_line(result['machine'])}.\n\n"
-            + _table(["data", "path", "matrix", "fibre", "porosity", "mean"], rows))
-
-
 def render(results_dir: str | Path = RESULTS) -> dict[str, str]:
     """Every table of docs/ that comes from a results file, by name (the `<!-- table:NAME -->` blocks)."""
     results_dir = Path(results_dir)
@@ -1044,7 +1034,6 @@ def render(results_dir: str | Path = RESULTS) -> dict[str, str]:
         tables[path.stem] = _suite_table(json.loads(path.read_text()))
     for path in sorted(results_dir.glob("backends_*.json")):
         tables[path.stem] = _backends_table(json.loads(path.read_text()))
-        tables[f"model_card_{path.stem}"] = _model_card_table(json.loads(path.read_text()))
     if (results_dir / "edges.json").is_file():
         tables["edges"] = _edges_table(json.loads((results_dir / "edges.json").read_text()))
     if (results_dir / "seamless.json").is_file():
@@ -1065,8 +1054,8 @@ def render(results_dir: str | Path = RESULTS) -> dict[str, str]:
             ["class fractions (%)", *(result["fraction"][n] for n in names), ""],
             ["Bin-ZeroOC IoU (%)", *(result["iou"][n] for n in names), f"**{result['mean_iou']}**"],
         ])
-    if (results_dir / "shipped_model.json").is_file():
-        tables["shipped_model"] = _shipped_table(json.loads((results_dir / "shipped_model.json").read_text()))
+    for path in sorted(results_dir.glob("*_model.json")):
+        tables[path.stem] = _model_quality_table(json.loads(path.read_text()))
     if (results_dir / "formats.json").is_file():
         tables.update(_formats_tables(json.loads((results_dir / "formats.json").read_text())))
     for path in sorted(results_dir.glob("study*.csv")):
@@ -1084,15 +1073,16 @@ def _experiments():
     return module
 
 
-def _shipped_table(result: dict) -> str:
-    """IoU (%) of the shipped model and the paper's baselines on each phantom's test slices, and its porosity precision and recall."""
+def _model_quality_table(result: dict) -> str:
+    """IoU (%) of a model (`experiments.py shipped`) and the paper's baselines on each phantom's test slices, and its
+    porosity precision and recall."""
     names = {"zero_oc": "ZeroOC", "bin_zero_oc_train": "Bin-ZeroOC fitted on the train slices",
              "bin_zero_oc_test": "Bin-ZeroOC fitted on the test slices"}
     rows = []
     for volume in result["volumes"]:
         m, where = volume["metrics"], f"{volume['name']} (seed {volume['phantom']['seed']}, {'x'.join(map(str, volume['phantom']['shape']))})"
         pores = m["report"]["porosity"]
-        rows.append([where, "**shipped model**", *(f"{m['iou'][c] * 100:.1f}" for c in ("matrix", "fibre", "porosity")),
+        rows.append([where, f"**{result['label']}**", *(f"{m['iou'][c] * 100:.1f}" for c in ("matrix", "fibre", "porosity")),
                      f"**{m['mean_iou'] * 100:.1f}**", f"{pores['precision'] * 100:.1f} / {pores['recall'] * 100:.1f}"])
         for key, label in names.items():
             b = m["baselines"][key]

@@ -5,6 +5,7 @@
     python scripts/experiments.py learning-curve --dataset_dir D --epochs 20
     python scripts/experiments.py levers --dataset_dir D --epochs 20 --seeds '[0,1,2]'
     python scripts/experiments.py inference-levers --data_seeds '[11,12,13]' --models '{"shipped": "models/model.pt"}'
+    python scripts/experiments.py generalist --epochs 60 --results docs/results/study_generalist.csv
     python scripts/experiments.py shipped --output docs/results/shipped_model.json
     python scripts/experiments.py annotation-loop --data_seeds '[21,22]' --rounds 3 --results docs/results/study_annotation.csv
     python scripts/experiments.py fine-tune --pretrained models/model.pt --data_seeds '[200,201,202]' --results docs/results/study_fine_tune.csv
@@ -443,7 +444,8 @@ def generalist(
     **options,
 ) -> None:
     """A model trained on phantom-family draws (`train_seeds`) with acquisition augmentation and per-volume percentile
-    normalisation, then it and `models` (default: the shipped one) scored without retraining on held-out draws at the
+    normalisation, then it and `models` (default: the model trained on the single paper-style phantom,
+    `models/phantom_model.pt`) scored without retraining on held-out draws at the
     edges of the family's ranges (`held_out_seeds`, each its own test volume, Bin-ZeroOC fitted on it beside) and on the
     paper-style demo phantom. Data is made under <work_dir>/data when missing. Rows: study `generalist`, run
     `2d <model> on <data>`, seed = the held-out draw's (0 for the demo phantom)."""
@@ -455,7 +457,7 @@ def generalist(
         make_family(train_data, [int(s) for s in train_seeds], tuple(int(v) for v in shape))
     study.dataset_dir = str(train_data)
     folders = study.run("generalist", "2d generalist", "2d", {"network_def#f0": 16}, change="family draws", overlays=GENERALIST_OVERLAYS)
-    scored = {**(models or {"shipped": str(ROOT / "models" / "model.pt")}), **{"generalist": folders[study.seeds[0]] / "models" / "model.pt"}}
+    scored = {**(models or {"phantom-trained": str(ROOT / "models" / "phantom_model.pt")}), **{"generalist": folders[study.seeds[0]] / "models" / "model.pt"}}
     volumes = [("edge draw", int(s), study.work_dir / "data" / f"edge{int(s)}") for s in held_out_seeds]
     if demo:
         volumes.append(("demo phantom", 0, study.work_dir / "data" / "demo"))
@@ -472,22 +474,24 @@ def generalist(
 
 
 def shipped(
-    ckpt_path: str = str(ROOT / "models" / "model.pt"),
+    ckpt_path: str = "models/model.pt",
+    label: str = "shipped model",
     work_dir: str = "runs/experiments",
     output: str | None = None,
 ) -> None:
-    """The shipped model through the evaluate workflow (inference defaults) on the test slices of its training
-    phantom (seed 1, 256 x 320 x 320) and of the demo phantom (seed 0, 128 x 256 x 256), made under
-    <work_dir>/data when missing; the metrics, the data and the command go to `output` (JSON)."""
+    """A model (default: the shipped one; `label` names it in the tables) through the evaluate workflow (inference
+    defaults) on the test slices of the paper-style training phantom (seed 1, 256 x 320 x 320) and of the demo phantom
+    (seed 0, 128 x 256 x 256), made under <work_dir>/data when missing; the metrics, the data and the command go to
+    `output` (JSON)."""
     from bundle.phantom import make_phantom
     from bundle.runtime import machine_class
 
-    result = {"machine": machine_class(), "model": str(ckpt_path), "volumes": []}
+    result = {"machine": machine_class(), "model": str(ckpt_path), "label": label, "volumes": []}
     for name, shape, seed in (("training phantom", (256, 320, 320), 1), ("demo phantom", (128, 256, 256), 0)):
         data = Path(work_dir) / "data" / f"seed{seed}_{'x'.join(map(str, shape))}"
         if not (data / "dataset.json").is_file():
             make_phantom(data, shape, seed=seed)
-        out = Path(work_dir) / "shipped" / data.name
+        out = Path(work_dir) / label.replace(" ", "_") / data.name
         out.mkdir(parents=True, exist_ok=True)
         overrides = {"dataset_dir": str(data), "output_dir": str(out), "ckpt_path": str(ckpt_path), "write_volumes": False}
         _bundle("evaluate", "2d", [], overrides, out.parent / f"{data.name}.log")
@@ -643,6 +647,8 @@ def fine_tune(
     slices: tuple = (1, 2, 5, 10),
     epochs: int = 10,
     scratch_epochs: int = 40,
+    short_epochs: tuple = (),
+    short_slices: int = 2,
     overlays: tuple = tuple(GENERALIST_OVERLAYS),
     f0: int = 16,
     work_dir: str = "runs/fine_tune",
@@ -652,9 +658,11 @@ def fine_tune(
     """Fine-tuning against training from scratch on a new scan: on each held-out edge draw of the phantom family
     (`data_seeds`), `pretrained` scored without retraining, then for each count in `slices` that many evenly spaced
     annotated z-planes, trained on for `epochs` from `pretrained` and from scratch (the same steps), and from scratch
-    for `scratch_epochs` on the most slices (the model a scientist would train on that scan alone). `overlays` are
-    the training overlays of both (the pretrained model's grey normalisation). Rows: study `fine_tune`, run
-    `<start> <n> slices`, seed = the draw's."""
+    for `scratch_epochs` on the most slices (the model a scientist would train on that scan alone), and from
+    `pretrained` on `short_slices` slices for each of the shorter schedules `short_epochs` (how few epochs suffice).
+    `overlays` are the training overlays of both (the pretrained model's grey normalisation). Rows: study
+    `fine_tune`, run `<start> <n> slices` (`pretrained <n> slices <e> epochs` for a short schedule), seed = the
+    draw's."""
     from bundle.data import load_dataset_description
     from bundle.phantom import make_family
 
@@ -671,19 +679,21 @@ def fine_tune(
         study = Study(dataset_dir=str(scan), work_dir=str(work), results=str(results), overrides=overrides)
         study.score("fine_tune", "pretrained 0 slices", seed, "2d", network, Path(pretrained), "no retraining", [], train_slices=0)
         for n in (int(n) for n in slices):
-            starts = [("pretrained", Path(pretrained), int(epochs)), ("scratch", None, int(epochs))]
+            starts = [(f"pretrained {n} slices", "pretrained", Path(pretrained), int(epochs)), (f"scratch {n} slices", "scratch", None, int(epochs))]
             if n == max(int(v) for v in slices):
-                starts.append(("scratch long", None, int(scratch_epochs)))
-            todo = [(start, model, e) for start, model, e in starts if (f"{start} {n} slices", seed) not in done]
+                starts.append((f"scratch long {n} slices", "scratch long", None, int(scratch_epochs)))
+            if n == int(short_slices):
+                starts += [(f"pretrained {n} slices {int(e)} epochs", "pretrained short", Path(pretrained), int(e)) for e in short_epochs]
+            todo = [start for start in starts if (start[0], seed) not in done]
             if not todo:
                 print(f"skip {n} slices seed {seed}: every run already in {results}")
                 continue
             folder = work / f"seed{seed}" / f"slices{n}"
             _sparse_dataset(folder / "data", dense)
             _annotate(_spaced_planes(dense.ranges("train")[0], n), dense.image_path, dense.label_path, folder / "edit", folder / "data")
-            for start, model, e in todo:
-                _fine_tune_and_score(folder / start.replace(" ", "_"), folder / "data", "fine_tune", f"{start} {n} slices", start, seed,
-                                     _annotated_planes(folder / "data"), model, e, int(f0), overlays, overrides, results)
+            for run, start, model, e in todo:
+                _fine_tune_and_score(folder / run.replace(f" {n} slices", "").replace(" ", "_"), folder / "data", "fine_tune", run, start,
+                                     seed, _annotated_planes(folder / "data"), model, e, int(f0), overlays, overrides, results)
 
 
 def _runs(rows: list[dict], study: str) -> list[tuple[dict, dict]]:
@@ -777,13 +787,13 @@ def plot(results: str = "runs/experiments/results.csv", output_dir: str = "docs"
 def _reference(run: str, study: str, runs: set[str]) -> str | None:
     """The run a run is compared with: the unchanged 2D model for ablations and training levers, the default 2D f0=16
     model for the other variants, the same model without inference levers for inference levers, random slices of the
-    same round for the other annotation strategies, the shipped model on the same data for the generalist, training
-    from scratch on the same slices and steps for fine-tuning."""
+    same round for the other annotation strategies, the phantom-trained model on the same data for the generalist, training
+    from scratch on the same slices and steps for fine-tuning (the full fine-tuning schedule for a short one)."""
     if study == "generalist":
-        reference = run.replace("2d generalist on", "2d shipped on", 1)
+        reference = run.replace("2d generalist on", "2d phantom-trained on", 1)
         return reference if reference != run and reference in runs else None
     if study == "fine_tune":
-        reference = run.replace("pretrained", "scratch", 1)
+        reference = run.split(" slices ")[0] + " slices" if " slices " in run else run.replace("pretrained", "scratch", 1)
         return reference if reference != run and reference in runs else None
     if study == "annotation_loop":
         strategy, _, r = run.partition(" round ")

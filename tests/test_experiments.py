@@ -131,21 +131,21 @@ def test_differences_are_paired_by_seed_and_marked_only_when_every_seed_agrees_b
     assert experiments._reference("random round 2", "annotation_loop", runs) is None
 
 
-def test_the_generalist_trains_on_family_draws_and_is_scored_beside_the_shipped_model_on_edge_draws(tmp_path):
+def test_the_generalist_trains_on_family_draws_and_is_scored_beside_the_phantom_trained_model_on_edge_draws(tmp_path):
     from bundle.phantom import PhantomFamily
 
     experiment("generalist", "--train_seeds", "[1,2]", "--held_out_seeds", "[3]", "--shape", "[24,64,64]", "--demo", "False",
                "--work_dir", str(tmp_path), "--epochs", "1",
                "--overrides", '{"crop_size": [32, 32], "steps_per_epoch": 2, "batch_size": 2, "val_interval": 1, "num_workers": 0}')
-    assert [r["run"] for r in rows(tmp_path / "results.csv")] == ["2d generalist", "2d shipped on edge draws", "2d generalist on edge draws"]
+    assert [r["run"] for r in rows(tmp_path / "results.csv")] == ["2d generalist", "2d phantom-trained on edge draws", "2d generalist on edge draws"]
     sidecar = json.loads((tmp_path / "generalist" / "2d_generalist_seed-0" / "models" / "model.json").read_text())
     assert sidecar["grey_percentiles"] == [0.5, 99.5]
     (held_out,) = json.loads((tmp_path / "data" / "edge3" / "dataset.json").read_text())["volumes"]
     assert held_out["phantom"]["noise_std"] == PhantomFamily().draw(3, edge=True).noise_std
     module = experiments_module()
     table = module.study_tables(tmp_path / "results.csv")["results:generalist"]
-    assert "On edge draws, Bin-ZeroOC fitted on each test volume itself" in table and "2d shipped " in table.splitlines()[-1]
-    assert "porosity IoU above it: 2d shipped" in table.splitlines()[-1]
+    assert "On edge draws, Bin-ZeroOC fitted on each test volume itself" in table and "2d phantom-trained " in table.splitlines()[-1]
+    assert "porosity IoU above it: 2d phantom-trained" in table.splitlines()[-1]
 
 
 def test_fine_tuning_is_scored_beside_training_from_scratch_on_the_same_slices_of_a_held_out_draw(tmp_path):
@@ -156,22 +156,24 @@ def test_fine_tuning_is_scored_beside_training_from_scratch_on_the_same_slices_o
     torch.manual_seed(0)
     torch.save(ModularUNet(f0=4).state_dict(), tmp_path / "start.pt")
     args = ["fine-tune", "--pretrained", str(tmp_path / "start.pt"), "--data_seeds", "[3]", "--shape", "[24,64,64]", "--slices", "[2]",
-            "--epochs", "1", "--scratch_epochs", "2", "--f0", "4", "--work_dir", str(tmp_path), "--overrides", TINY]
+            "--epochs", "2", "--scratch_epochs", "3", "--short_epochs", "[1]", "--f0", "4", "--work_dir", str(tmp_path), "--overrides", TINY]
     experiment(*args)
     table = rows(tmp_path / "results.csv")
     assert [(r["run"], r["train_slices"], r["epochs"]) for r in table] == [
-        ("pretrained 0 slices", "0", ""), ("pretrained 2 slices", "2", "1"), ("scratch 2 slices", "2", "1"), ("scratch long 2 slices", "2", "2"),
+        ("pretrained 0 slices", "0", ""), ("pretrained 2 slices", "2", "2"), ("scratch 2 slices", "2", "2"), ("scratch long 2 slices", "2", "3"),
+        ("pretrained 2 slices 1 epochs", "2", "1"),
     ]
-    assert [json.loads(r["config"]).get("pretrained") for r in table[1:3]] == [str(tmp_path / "start.pt"), None]
+    assert [json.loads(r["config"]).get("pretrained") for r in table[1:]] == [str(tmp_path / "start.pt"), None, None, str(tmp_path / "start.pt")]
     planes = [json.loads(r["config"])["planes"] for r in table[1:]]
-    assert planes[0] == planes[1] == planes[2] and list(planes[0]) == ["z"] and len(set(planes[0]["z"])) == 2
+    assert all(p == planes[0] for p in planes) and list(planes[0]) == ["z"] and len(set(planes[0]["z"])) == 2
     sidecar = json.loads((tmp_path / "seed3" / "slices2" / "scratch" / "models" / "model.json").read_text())
     assert sidecar["grey_percentiles"] == [0.5, 99.5]
-    assert "skip 2 slices seed 3: every run already in" in experiment(*args) and len(rows(tmp_path / "results.csv")) == 4
+    assert "skip 2 slices seed 3: every run already in" in experiment(*args) and len(rows(tmp_path / "results.csv")) == 5
     module = experiments_module()
+    assert module._reference("pretrained 2 slices 1 epochs", "fine_tune", {r["run"] for r in table}) == "pretrained 2 slices"
     lines = module.study_tables(tmp_path / "results.csv")["results:fine_tune"].splitlines()
-    pretrained = next(line for line in lines if line.startswith("| pretrained 2 slices"))
-    assert pretrained.split("|")[8].strip() != ""
+    for run in ("pretrained 2 slices |", "pretrained 2 slices 1 epochs |"):
+        assert next(line for line in lines if line.startswith(f"| {run}")).split("|")[8].strip() != ""
     experiment("plot", "--results", str(tmp_path / "results.csv"), "--output_dir", str(tmp_path / "figures"))
     assert [p.name for p in (tmp_path / "figures").iterdir()] == ["fig_fine_tune.png"]
 

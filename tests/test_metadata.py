@@ -55,7 +55,7 @@ def test_shipped_weights_match_large_files_yml():
     from conftest import ROOT
 
     entries = yaml.safe_load((CONFIGS / "large_files.yml").read_text())["large_files"]
-    assert {e["path"] for e in entries} == {"models/model.pt", "models/model.ts"}
+    assert {e["path"] for e in entries} == {"models/model.pt", "models/model.ts", "models/phantom_model.pt"}
     for entry in entries:
         assert entry["hash_type"] == "sha256"
         assert hashlib.sha256((ROOT / entry["path"]).read_bytes()).hexdigest() == entry["hash_val"], f"{entry['path']} changed"

@@ -102,8 +102,8 @@ def test_the_shipped_model_scores_the_frame_like_the_interior(tmp_path):
     bundle_run("run", "evaluate", "--config_file", config_list("inference.json", "evaluate.json"), "--dataset_dir", str(tmp_path / "data"),
                "--output_dir", str(tmp_path / "eval"), "--precision", "fp32")
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    # measured 98.4 / 95.5 / 18.6 on this unseen phantom seed (docs/results.md: the shipped model knows one phantom's grey levels)
-    assert metrics["iou"]["matrix"] > 0.95 and metrics["iou"]["fibre"] > 0.92 and metrics["iou"]["porosity"] > 0.12, metrics["iou"]
+    # measured 97.8 / 91.4 / 31.8 on this phantom seed, which the shipped generalist never saw
+    assert metrics["iou"]["matrix"] > 0.95 and metrics["iou"]["fibre"] > 0.88 and metrics["iou"]["porosity"] > 0.25, metrics["iou"]
     errors = open_volume(tmp_path / "eval" / "phantom.test.error_volume.raw").read() != 0
     frame = np.zeros(errors.shape[1:], bool)
     frame[:2], frame[-2:], frame[:, :2], frame[:, -2:] = True, True, True, True
