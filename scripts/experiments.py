@@ -666,6 +666,8 @@ def fine_tune(
     from bundle.data import load_dataset_description
     from bundle.phantom import make_family
 
+    if short_epochs and int(short_slices) not in [int(n) for n in slices]:
+        raise ValueError(f"short_slices {short_slices} is not one of slices {list(slices)}: the short schedules would not run")
     work = Path(work_dir)
     results = Path(results or work / "results.csv")
     overlays, overrides = list(overlays), dict(overrides or {})
