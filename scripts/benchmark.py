@@ -360,7 +360,7 @@ def _compare(shape: tuple, ckpt_path: str, repeats: int, **overrides) -> dict:
     from monai.networks.nets import BasicUNet
 
     from bundle.checkpoints import load_weights, read_model_sidecar
-    from bundle.data.grey import inference_grey_window
+    from bundle.data import inference_grey_window
     from bundle.inference import normalise_grey
     from bundle.io import open_volume
     from bundle.phantom import make_phantom
@@ -424,8 +424,7 @@ def edges(dataset_dir: str = str(ROOT / "demo"), ckpt_path: str = str(ROOT / "mo
     from monai.inferers import SlidingWindowInferer
 
     from bundle.checkpoints import load_weights, read_model_sidecar
-    from bundle.data import load_dataset_description
-    from bundle.data.grey import inference_grey_window
+    from bundle.data import inference_grey_window, load_dataset_description
     from bundle.inference import OverlapTileInferer, context_margin, normalise_grey
     from bundle.networks import inference_ready
 
