@@ -1055,6 +1055,9 @@ def render(results_dir: str | Path = RESULTS) -> dict[str, str]:
         ])
     for path in sorted(results_dir.glob("*_model.json")):
         tables[path.stem] = _model_quality_table(json.loads(path.read_text()))
+    histories = [json.loads(path.read_text()) for path in sorted(results_dir.glob("*_training.json"))]
+    if histories:
+        tables["full_schedule"] = _training_histories_table(histories)
     if (results_dir / "formats.json").is_file():
         tables.update(_formats_tables(json.loads((results_dir / "formats.json").read_text())))
     for path in sorted(results_dir.glob("study*.csv")):
@@ -1070,6 +1073,22 @@ def _experiments():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _training_histories_table(histories: list[dict]) -> str:
+    """Validation mean / porosity IoU (%) of full-schedule training runs side by side (`experiments.py
+    training-history`), every 20 epochs, with each run's best epoch and wall time."""
+    def cell(v: dict) -> str:
+        return f"{v['mean_iou'] * 100:.1f} / {v['iou_porosity'] * 100:.1f}"
+
+    by_epoch = [{v["epoch"]: v for v in h["validation"]} for h in histories]
+    epochs = sorted(set().union(*by_epoch))
+    rows = [[e, *(cell(b[e]) if e in b else "" for b in by_epoch)] for e in epochs if e % 20 == 0]
+    best = [max(h["validation"], key=lambda v: v["mean_iou"]) for h in histories]
+    rows.append(["best (epoch)", *(f"**{cell(v)}** ({v['epoch']})" for v in best)])
+    rows.append(["wall time", *(h["time"].split(".")[0] for h in histories)])
+    machines = "; ".join(f"{h['label']}: {_machine_line(h['machine']) if h['machine'] else 'machine not recorded'}" for h in histories)
+    return _table(["validation mean / porosity IoU at epoch", *(h["label"] for h in histories)], rows) + f"\nMachines: {machines}.\n"
 
 
 def _model_quality_table(result: dict) -> str:

@@ -7,6 +7,7 @@
     python scripts/experiments.py inference-levers --data_seeds '[11,12,13]' --models '{"shipped": "models/model.pt"}'
     python scripts/experiments.py generalist --epochs 60 --results docs/results/study_generalist.csv
     python scripts/experiments.py shipped --output docs/results/shipped_model.json
+    python scripts/experiments.py training-history --log runs/full/train.log --label "default configuration" --output docs/results/full_default_training.json
     python scripts/experiments.py annotation-loop --data_seeds '[21,22]' --rounds 3 --results docs/results/study_annotation.csv
     python scripts/experiments.py fine-tune --pretrained models/model.pt --data_seeds '[200,201,202]' --results docs/results/study_fine_tune.csv
     python scripts/experiments.py plot --results runs/experiments/results.csv
@@ -29,6 +30,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -506,6 +508,30 @@ def shipped(
         write_atomically(output, text)
 
 
+VALIDATION = re.compile(r"Epoch\[(\d+)\] Metrics -- (.*)")
+RUN_TIME = re.compile(r"SupervisedTrainer - INFO - Engine run finished\. Time taken: (\S+)|^Engine run finished\. Time taken: (\S+)", re.M)
+
+
+def training_history(log: str, label: str, output: str, command: str = "", this_machine: bool = True) -> None:
+    """The validation history and wall time of a `run training` from its console log (or an extract of its metric
+    lines), so a full-schedule run's curve and cost can be tabled beside another's; `this_machine` records this
+    machine's class, so run it where the training ran (False: not recorded)."""
+    from bundle.io import write_atomically
+    from bundle.runtime import machine_class
+
+    text = Path(log).read_text()
+    validation = [{"epoch": int(epoch), **{k: float(v) for k, v in re.findall(r"val_(\w+): ([\d.]+)", metrics)}}
+                  for epoch, metrics in VALIDATION.findall(text)]
+    finished = [a or b for a, b in RUN_TIME.findall(text)]
+    if not validation or not finished:
+        raise SystemExit(f"{log}: no validation metrics or no finished run in this log; is it a finished `run training`?")
+    result = {"label": label, "command": command, "machine": machine_class() if this_machine else None,
+              "time": finished[-1], "validation": validation}
+    write_atomically(output, json.dumps(result, indent=1) + "\n")
+    best = max(validation, key=lambda v: v["mean_iou"])
+    print(f"{label}: {len(validation)} validations, best mean IoU {best['mean_iou']:.4f} at epoch {best['epoch']}, {finished[-1]}")
+
+
 def _next_planes(strategy: str, prediction: Path, stem: str, train: tuple[int, int], annotated: dict, n: int, rng) -> list[dict]:
     """The `n` planes a strategy adds: the model's most uncertain (any axis), random z-planes, or z-planes filling the widest gaps."""
     from bundle.annotation import even_planes, pick_slices, slice_scores
@@ -933,6 +959,7 @@ if __name__ == "__main__":
             "annotation-loop": annotation_loop,
             "fine-tune": fine_tune,
             "shipped": shipped,
+            "training-history": training_history,
             "generalist": generalist,
             "plot": plot,
             "table": table,

@@ -1,8 +1,11 @@
 import csv
 import importlib.util
 import json
+import shutil
+import subprocess
+import sys
 
-from conftest import ROOT, run_script
+from conftest import ROOT, bundle_run, config_list, run_script
 
 TINY = '{"crop_size": [32, 32], "val_roi": [256, 256], "roi_size": [256, 256], "batch_size": 2, "steps_per_epoch": 2, "val_interval": 1, "num_workers": 0}'
 
@@ -190,3 +193,29 @@ def test_a_results_csv_begun_before_a_column_was_added_keeps_its_columns_and_its
     assert rows(new)[0]["bin_zero_oc_test_porosity"] == "0.4"
     assert experiments.study_tables(old)["old:levers"].endswith("mean IoU 70.0.\n")
     assert experiments.study_tables(new)["new:levers"].endswith("mean IoU 70.0, porosity IoU 40.0.\n")
+
+
+def test_training_history_reads_a_real_run_log_and_tables_it_beside_the_phantom_trained_run(tiny_dataset, tmp_path):
+    result = bundle_run("run", "training", "--config_file", config_list("train.json"), "--dataset_dir", str(tiny_dataset),
+                        "--output_dir", str(tmp_path / "run"), "--max_epochs", "2", "--steps_per_epoch", "2", "--batch_size", "2",
+                        "--val_interval", "1", "--network_def#f0", "4", "--num_workers", "0", "--crop_size", "[32,32]", "--val_roi", "[256,256]")
+    log = tmp_path / "train.log"
+    log.write_text(result.stdout + result.stderr)
+    results = tmp_path / "results"
+    experiment("training-history", "--log", str(log), "--label", "tiny run", "--command", "run training", "--output", str(results / "tiny_training.json"))
+    history = json.loads((results / "tiny_training.json").read_text())
+    assert [v["epoch"] for v in history["validation"]] == [1, 2] and history["machine"]["usable_cpus"] >= 1
+    assert all(0 <= v["mean_iou"] <= 1 for v in history["validation"]) and history["time"].count(":") == 2
+    shutil.copy(ROOT / "docs" / "results" / "phantom_model_training.json", results)
+    spec = importlib.util.spec_from_file_location("benchmark", ROOT / "scripts" / "benchmark.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    lines = benchmark.render(results)["full_schedule"].splitlines()
+    assert lines[0].endswith("| tiny run |") and any(line.startswith("| 200 | 94.8 / 88.6 |") for line in lines)
+    best = max(history["validation"], key=lambda v: v["mean_iou"])
+    assert next(line for line in lines if line.startswith("| best")).split("|")[3].strip().endswith(f"({best['epoch']})")
+    log.write_text("no metrics here\n")
+    failed = subprocess.run([sys.executable, str(ROOT / "scripts" / "experiments.py"), "training-history", "--log", str(log), "--label", "x",
+                             "--output", str(results / "bad_training.json")], capture_output=True, text=True)
+    assert failed.returncode != 0 and failed.stderr.strip().splitlines()[-1].startswith(f"{log}: no validation metrics")
+    assert not (results / "bad_training.json").exists()
