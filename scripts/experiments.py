@@ -7,7 +7,7 @@
     python scripts/experiments.py inference-levers --data_seeds '[11,12,13]' --models '{"shipped": "models/model.pt"}'
     python scripts/experiments.py generalist --epochs 60 --results docs/results/study_generalist.csv
     python scripts/experiments.py shipped --output docs/results/shipped_model.json
-    python scripts/experiments.py training-history --log runs/full/train.log --label "default configuration" --output docs/results/full_default_training.json
+    python scripts/experiments.py training-history --log runs/full_default.log --label "today's defaults" --output docs/results/full_default_training.json
     python scripts/experiments.py annotation-loop --data_seeds '[21,22]' --rounds 3 --results docs/results/study_annotation.csv
     python scripts/experiments.py fine-tune --pretrained models/model.pt --data_seeds '[200,201,202]' --results docs/results/study_fine_tune.csv
     python scripts/experiments.py plot --results runs/experiments/results.csv
