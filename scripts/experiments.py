@@ -509,7 +509,7 @@ def shipped(
 
 
 VALIDATION = re.compile(r"Epoch\[(\d+)\] Metrics -- (.*)")
-RUN_TIME = re.compile(r"SupervisedTrainer - INFO - Engine run finished\. Time taken: (\S+)|^Engine run finished\. Time taken: (\S+)", re.M)
+RUN_TIME = re.compile(r"(?:SupervisedTrainer - INFO - |^)Engine run finished\. Time taken: (\S+)", re.M)
 
 
 def training_history(log: str, label: str, output: str, command: str = "", this_machine: bool = True) -> None:
@@ -522,7 +522,7 @@ def training_history(log: str, label: str, output: str, command: str = "", this_
     text = Path(log).read_text()
     validation = [{"epoch": int(epoch), **{k: float(v) for k, v in re.findall(r"val_(\w+): ([\d.]+)", metrics)}}
                   for epoch, metrics in VALIDATION.findall(text)]
-    finished = [a or b for a, b in RUN_TIME.findall(text)]
+    finished = RUN_TIME.findall(text)
     if not validation or not finished:
         raise SystemExit(f"{log}: no validation metrics or no finished run in this log; is it a finished `run training`?")
     result = {"label": label, "command": command, "machine": machine_class() if this_machine else None,

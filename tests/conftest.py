@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -46,6 +47,14 @@ def bundle_run(*args: str, cwd: Path | None = None, timeout: int = 600, env: dic
     if result.returncode != 0:
         pytest.fail(f"monai.bundle {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
     return result
+
+
+def script_module(name: str):
+    """scripts/NAME.py imported as a module, for the functions its commands are built from."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_script(script: str, *args: str, timeout: int = 900) -> str:

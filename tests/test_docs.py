@@ -1,20 +1,12 @@
 """Numbers in docs/ come from files under docs/results/: the rendered tables must match them."""
 
-import importlib.util
 import json
 
-from conftest import ROOT
-
-
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("benchmark", ROOT / "scripts" / "benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import ROOT, script_module
 
 
 def test_every_results_table_in_the_docs_is_rendered_from_its_file():
-    benchmark = load_benchmark()
+    benchmark = script_module("benchmark")
     pages = benchmark.rendered_docs()
     stale = [str(page.relative_to(ROOT)) for page, text in pages.items() if page.read_text() != text]
     assert not stale, f"tables out of date with docs/results/ in {stale}: run python scripts/benchmark.py report"
@@ -23,7 +15,7 @@ def test_every_results_table_in_the_docs_is_rendered_from_its_file():
 
 
 def test_a_changed_result_changes_the_rendered_table(tmp_path):
-    benchmark = load_benchmark()
+    benchmark = script_module("benchmark")
     edges = json.loads((ROOT / "docs" / "results" / "edges.json").read_text())
     edges["rows"][0]["mean_iou"] = -1.0
     (tmp_path / "edges.json").write_text(json.dumps(edges))

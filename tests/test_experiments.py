@@ -1,25 +1,16 @@
 import csv
-import importlib.util
 import json
 import shutil
 import subprocess
 import sys
 
-from conftest import ROOT, bundle_run, config_list, run_script
+from conftest import ROOT, bundle_run, config_list, run_script, script_module
 
 TINY = '{"crop_size": [32, 32], "val_roi": [256, 256], "roi_size": [256, 256], "batch_size": 2, "steps_per_epoch": 2, "val_interval": 1, "num_workers": 0}'
 
 
 def experiment(*args):
     return run_script("experiments.py", *args)
-
-
-def experiments_module():
-    """scripts/experiments.py as a module, for its table and CSV functions."""
-    spec = importlib.util.spec_from_file_location("experiments", ROOT / "scripts" / "experiments.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def rows(path):
@@ -86,7 +77,7 @@ def test_each_study_writes_its_rows_and_an_interrupted_study_resumes(tiny_datase
 
 
 def test_crop_scale_halves_each_variants_paper_crop_and_keeps_it_a_multiple_of_the_depth():
-    experiments = experiments_module()
+    experiments = script_module("experiments")
     assert experiments._crop_size("2d", 0.5, 3) == [80, 80]
     assert experiments._crop_size("2.5d", 0.5, 3) == [80, 80]
     assert experiments._crop_size("3d", 0.5, 3) == [16, 16, 16]
@@ -121,7 +112,7 @@ def test_the_simulated_annotation_loop_adds_planes_per_strategy_and_scores_each_
 
 
 def test_differences_are_paired_by_seed_and_marked_only_when_every_seed_agrees_beyond_the_spread():
-    experiments = experiments_module()
+    experiments = script_module("experiments")
     reference = [{"seed": s, "mean_iou": v} for s, v in ((0, 0.70), (1, 0.80), (2, 0.75))]
     consistent = [{"seed": s, "mean_iou": v} for s, v in ((0, 0.72), (1, 0.82), (2, 0.77))]
     mixed = [{"seed": s, "mean_iou": v} for s, v in ((0, 0.76), (1, 0.79), (2, 0.76))]
@@ -145,7 +136,7 @@ def test_the_generalist_trains_on_family_draws_and_is_scored_beside_the_phantom_
     assert sidecar["grey_percentiles"] == [0.5, 99.5]
     (held_out,) = json.loads((tmp_path / "data" / "edge3" / "dataset.json").read_text())["volumes"]
     assert held_out["phantom"]["noise_std"] == PhantomFamily().draw(3, edge=True).noise_std
-    module = experiments_module()
+    module = script_module("experiments")
     table = module.study_tables(tmp_path / "results.csv")["results:generalist"]
     assert "On edge draws, Bin-ZeroOC fitted on each test volume itself" in table and "2d phantom-trained " in table.splitlines()[-1]
     assert "porosity IoU above it: 2d phantom-trained" in table.splitlines()[-1]
@@ -172,7 +163,7 @@ def test_fine_tuning_is_scored_beside_training_from_scratch_on_the_same_slices_o
     sidecar = json.loads((tmp_path / "seed3" / "slices2" / "scratch" / "models" / "model.json").read_text())
     assert sidecar["grey_percentiles"] == [0.5, 99.5]
     assert "skip 2 slices seed 3: every run already in" in experiment(*args) and len(rows(tmp_path / "results.csv")) == 5
-    module = experiments_module()
+    module = script_module("experiments")
     assert module._reference("pretrained 2 slices 1 epochs", "fine_tune", {r["run"] for r in table}) == "pretrained 2 slices"
     lines = module.study_tables(tmp_path / "results.csv")["results:fine_tune"].splitlines()
     for run in ("pretrained 2 slices |", "pretrained 2 slices 1 epochs |"):
@@ -182,7 +173,7 @@ def test_fine_tuning_is_scored_beside_training_from_scratch_on_the_same_slices_o
 
 
 def test_a_results_csv_begun_before_a_column_was_added_keeps_its_columns_and_its_tables(tmp_path):
-    experiments = experiments_module()
+    experiments = script_module("experiments")
     row = {key: "1" for key in experiments.FIELDS} | {"study": "levers", "run": "2d train none", "seed": "0", "mean_iou": "0.8",
                                                      "bin_zero_oc_test_mean": "0.7", "bin_zero_oc_test_porosity": "0.4"}
     old, new = tmp_path / "old.csv", tmp_path / "new.csv"
@@ -207,10 +198,7 @@ def test_training_history_reads_a_real_run_log_and_tables_it_beside_the_phantom_
     assert [v["epoch"] for v in history["validation"]] == [1, 2] and history["machine"]["usable_cpus"] >= 1
     assert all(0 <= v["mean_iou"] <= 1 for v in history["validation"]) and history["time"].count(":") == 2
     shutil.copy(ROOT / "docs" / "results" / "phantom_model_training.json", results)
-    spec = importlib.util.spec_from_file_location("benchmark", ROOT / "scripts" / "benchmark.py")
-    benchmark = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(benchmark)
-    lines = benchmark.render(results)["full_schedule"].splitlines()
+    lines = script_module("benchmark").render(results)["full_schedule"].splitlines()
     assert lines[0].endswith("| tiny run |") and any(line.startswith("| 200 | 94.8 / 88.6 |") for line in lines)
     best = max(history["validation"], key=lambda v: v["mean_iou"])
     assert next(line for line in lines if line.startswith("| best")).split("|")[3].strip().endswith(f"({best['epoch']})")
