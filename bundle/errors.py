@@ -4,7 +4,8 @@
 "Failed to instantiate component ..." and ends its output with a debugging hint, so the
 message that names the file and the problem sits dozens of lines up. The hook installed
 here (only when the process was started by `monai.bundle`, and only if no other hook is
-installed) prints the usual traceback, then the innermost cause again as the last line.
+installed) closes any open progress bar, prints the usual traceback, then the bundle's own
+error again as the last line. The error types the bundle raises for a user's input live here.
 """
 
 from __future__ import annotations
@@ -12,7 +13,15 @@ from __future__ import annotations
 import sys
 import traceback
 
-__all__ = ["install_cause_hook", "root_cause"]
+__all__ = ["OutputError", "SettingError", "install_cause_hook", "root_cause"]
+
+
+class OutputError(OSError):
+    """An output that cannot be written (folder, full disk, read-only mount), naming the file and what to do."""
+
+
+class SettingError(ValueError):
+    """A flag or config value that cannot be used, naming the flag, what was expected and what was given."""
 
 
 def root_cause(error: BaseException) -> BaseException:
@@ -29,7 +38,15 @@ def root_cause(error: BaseException) -> BaseException:
     return (own or chain)[-1]
 
 
+def _close_progress_bars() -> None:
+    """Close open tqdm bars now, so that none is redrawn after the error line."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ())):
+        bar.close()
+
+
 def _hook(kind, error, tb) -> None:
+    _close_progress_bars()
     traceback.print_exception(kind, error, tb)
     cause = root_cause(error)
     print(f"error: {type(cause).__name__}: {cause}", file=sys.stderr)

@@ -98,7 +98,7 @@ def test_zarr_group_without_multiscales_and_extra_channels_are_refused(tmp_path,
 
 
 def test_unknown_compressors_and_chunks_too_large_to_decompress_are_named_with_the_file(tmp_path, grey, monkeypatch):
-    import bundle.io.volumes as volumes_module
+    import bundle.io.base as volumes_module
 
     with h5py.File(tmp_path / "mystery.h5", "w") as f:
         dataset = f.create_dataset("exchange/data", shape=grey.shape, dtype=grey.dtype, chunks=(4, 40, 48), compression=32099,
@@ -122,7 +122,7 @@ def test_unknown_compressors_and_chunks_too_large_to_decompress_are_named_with_t
 
 
 def test_usable_memory_is_capped_by_the_cgroup_limit(tmp_path):
-    from bundle.io.volumes import usable_memory_bytes
+    from bundle.io.base import usable_memory_bytes
 
     physical = usable_memory_bytes(tmp_path)
     (tmp_path / "memory.max").write_text("1073741824\n")
@@ -185,7 +185,7 @@ def test_chunks_of_the_full_depth_are_reported_with_a_hint(tmp_path, caplog):
     with h5py.File(tmp_path / "deep.h5", "w") as f:
         f.create_dataset("exchange/data", data=deep, chunks=(70, 8, 8))
     zarr.create_array(str(tmp_path / "deep.zarr"), data=deep, chunks=(70, 4, 4))
-    with caplog.at_level("WARNING", logger="bundle.io.volumes"):
+    with caplog.at_level("WARNING", logger="bundle.io.base"):
         open_volume(tmp_path / "deep.h5")
         open_volume(tmp_path / "deep.zarr")
     messages = [r.getMessage() for r in caplog.records]

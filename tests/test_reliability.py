@@ -75,10 +75,10 @@ def test_a_second_run_into_the_same_folder_is_refused_while_the_first_holds_the_
     second = StreamedSegmentation(tiny_dataset / "phantom.raw", tmp_path, slab=8)
     with pytest.raises(RuntimeError, match="another inference run is writing phantom.raw into this folder"):
         second.prepare()
-    first._release()
+    first.progress.release()
     third = StreamedSegmentation(tiny_dataset / "phantom.raw", tmp_path, slab=8)
     third.prepare()
-    third._release()
+    third.progress.release()
 
 
 def test_a_full_disk_is_refused_before_anything_is_written(tiny_dataset, tmp_path, monkeypatch):

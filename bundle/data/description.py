@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io import Volume, VolumeError, open_volume, write_atomically
-from ..io.hdf5 import split_inner_path
+from ..io.base import split_inner_path
 
 __all__ = [
     "IGNORE_LABEL",

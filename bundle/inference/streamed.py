@@ -23,7 +23,6 @@ space is checked against what the run will write.
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import json
 import logging
@@ -43,6 +42,7 @@ from monai.transforms import ScaleIntensityRange
 from monai.utils import convert_to_tensor
 
 from ..data.crops import read_with_halo
+from ..errors import OutputError
 from ..flags import as_flag
 from ..io import (
     RawInfo,
@@ -56,8 +56,11 @@ from ..io import (
     write_atomically,
     write_volume,
 )
+from ..io.atomic import WRITE_ERRNOS, write_failure
 from ..io.chunked_writer import write_hdf5, write_ome_zarr
-from ..io.volumes import RawVolume
+from ..io.raw import RawVolume
+from .resume import SlabProgress, digest, pwrite_all
+from .roi import validated_roi
 
 __all__ = ["ResumeMismatchError", "StreamedSegmentation", "StreamedSlabDataset", "StreamedWriter", "normalise_grey", "single_image"]
 
@@ -156,11 +159,7 @@ class StreamedSegmentation:
                 f"{self.input_path}: the volume has {depth} slice(s), fewer than the {2 * self.z_halo + 1} slices of context "
                 f"this model needs (z_halo {self.z_halo})."
             )
-        box = roi if roi is not None else [[0, s] for s in self.volume.shape]
-        self.box = [slice(int(a), int(b)) for a, b in box]
-        for axis, (s, size) in enumerate(zip(self.box, self.volume.shape)):
-            if not 0 <= s.start < s.stop <= size:
-                raise VolumeError(f"{self.input_path}: roi {list(box)} axis {'zyx'[axis]} is outside the volume {self.volume.shape}.")
+        self.box = validated_roi(roi, self.volume.shape, self.input_path) or [slice(0, s) for s in self.volume.shape]
         self.shape = tuple(s.stop - s.start for s in self.box)
         plane = self.shape[1] * self.shape[2]
         self.slab = max(1, min(64, int(slab_voxels) // plane)) if str(slab).lower() == "auto" else int(slab)
@@ -174,6 +173,7 @@ class StreamedSegmentation:
             self.outputs["uncertainty"] = self.output_dir / f"{stem}.uncertainty.raw"
         self.provenance_path = self.output_dir / f"{stem}.provenance.json"
         self.progress_dir = self.output_dir / f".{stem}.progress"
+        self.progress = SlabProgress(self.progress_dir)
         self.slabs = [(z, min(z + self.slab, self.box[0].stop)) for z in range(self.box[0].start, self.box[0].stop, self.slab)]
         self.provenance = dict(provenance or {})
         self.runtime = dict(runtime or {})
@@ -184,12 +184,15 @@ class StreamedSegmentation:
         self.fingerprint = hashlib.sha256(json.dumps(self.facts, sort_keys=True, default=str).encode()).hexdigest()
         self.done: set[int] | None = None
         self.computed = 0
-        self._lock = None
         self._started = time.time()
 
     def _facts(self) -> dict:
-        """Everything that changes the output bytes; equal facts mean slabs of two sessions may share a file."""
+        """Everything that changes the output bytes; equal facts mean slabs of two sessions may share a file.
+
+        The model counts by its sha256, not by the path it was named by (recorded in provenance only).
+        """
         stat = self.volume.path.stat()
+        provenance = {k: v for k, v in self.provenance.items() if k != "model"}
         return json.loads(json.dumps({
             "input": str(self.volume.path.resolve()) + (f"::{self.volume.key}" if getattr(self.volume, "key", "") else ""),
             "size": stat.st_size,
@@ -200,25 +203,16 @@ class StreamedSegmentation:
             "margin": self.margin,
             "outputs": sorted(self.outputs),
             "prob_dtype": self.prob_dtype.name,
-            **self.provenance,
+            **provenance,
         }, default=str))
 
     def _sizes(self) -> dict[str, int]:
         voxels = int(np.prod(self.shape))
         return {name: voxels * (self.num_classes * self.prob_dtype.itemsize if name == "prob" else 1) for name in self.outputs}
 
-    def _stamp(self) -> Path:
-        return self.progress_dir / "fingerprint.json"
-
     def _partials_intact(self) -> bool:
         sizes = self._sizes()
         return all(atomic_path(p).is_file() and atomic_path(p).stat().st_size == sizes[name] for name, p in self.outputs.items())
-
-    def _recorded_facts(self) -> dict | None:
-        try:
-            return json.loads(self._stamp().read_text())
-        except (OSError, json.JSONDecodeError):
-            return None
 
     def scan(self) -> set[int]:
         """The slabs finished by an earlier session with the same facts, read without writing anything.
@@ -228,21 +222,46 @@ class StreamedSegmentation:
         """
         if self.done is not None:
             return self.done
-        recorded = self._recorded_facts()
-        markers = sorted(self.progress_dir.glob("slab_*")) if self.progress_dir.is_dir() else []
+        recorded = self.progress.recorded_facts()
+        markers = self.progress.markers()
         if recorded is None or self.overwrite or not self._partials_intact():
             self.done = set()
             return self.done
         if recorded != self.facts:
             differing = sorted(k for k in set(recorded) | set(self.facts) if recorded.get(k) != self.facts.get(k))
             details = "; ".join(f"{k}: was {recorded.get(k)!r}, now {self.facts.get(k)!r}" for k in differing[:6])
+            (z0, z1), step = recorded.get("box", [[0, 0]])[0], int(recorded.get("slab", 1)) or 1
             raise ResumeMismatchError(
                 f"{self.output_dir}: holds a partial segmentation of {self.input_path.name} ({len(markers)} of "
-                f"{len(self.slabs)} slabs) made with other settings, which this run would mix into the same files: "
+                f"{len(range(z0, z1, step))} slabs done) made with other settings, which this run would mix into the same files: "
                 f"{details}. Rerun with the earlier settings to finish it, or add --overwrite True to start over."
             )
-        self.done = {int(p.name.split("_")[1]) for p in markers}
+        self.done = {i for i, digests in markers.items() if i < len(self.slabs) and digests == self._written_digests(i)}
+        torn = sorted(set(markers) - self.done)
+        if torn:
+            logger.warning("%s: slabs %s are marked done but their bytes differ; they are segmented again", self.output_dir, torn[:8])
         return self.done
+
+    def _slab_regions(self, index: int, name: str) -> list[tuple[int, int]]:
+        """(byte offset, byte count) of slab `index` in output `name`: one region, or one per class for probabilities."""
+        z0, z1 = self.slabs[index]
+        plane = self.shape[1] * self.shape[2]
+        size = self.prob_dtype.itemsize if name == "prob" else 1
+        total = self.shape[0] * plane
+        offset = (z0 - self.box[0].start) * plane
+        return [((c * total + offset) * size, (z1 - z0) * plane * size) for c in range(self.num_classes if name == "prob" else 1)]
+
+    def _written_digests(self, index: int) -> dict[str, str]:
+        """Digests of what the partial outputs hold at slab `index` now."""
+        found = {}
+        for name, path in self.outputs.items():
+            with open(atomic_path(path), "rb") as f:
+                chunks = []
+                for offset, count in self._slab_regions(index, name):
+                    f.seek(offset)
+                    chunks.append(np.frombuffer(f.read(count), np.uint8))
+            found[name] = digest(np.concatenate(chunks))
+        return found
 
     def required_bytes(self) -> int:
         """Disk space the outputs still need: their full size, less what finished slabs already hold."""
@@ -261,7 +280,7 @@ class StreamedSegmentation:
             per_voxel = {name: size / int(np.prod(self.shape)) for name, size in self._sizes().items()}
             costs = ", ".join(f"{name} {per_voxel[name]:g} B/voxel" for name in self.outputs)
             savers = [f"--save_{'probabilities' if n == 'prob' else n} False" for n in ("prob", "uncertainty") if n in self.outputs]
-            raise OSError(
+            raise OutputError(
                 errno.ENOSPC,
                 f"{self.output_dir}: this run writes {_gib(needed)} ({costs}) but only {_gib(free)} is free. "
                 f"Free some space, choose another --output_dir"
@@ -270,18 +289,6 @@ class StreamedSegmentation:
                 + ", or segment a sub-box with --roi. Nothing was written.",
             )
 
-    def _acquire_lock(self) -> None:
-        self._lock = open(self.progress_dir / "lock", "w")
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock.close()
-            self._lock = None
-            raise RuntimeError(
-                f"{self.output_dir}: another inference run is writing {self.input_path.name} into this folder; "
-                "wait for it to finish or choose another --output_dir."
-            ) from None
-
     def prepare(self) -> None:
         """Check space and settings, lock the folder, create (or pick up) the partial outputs."""
         rank = idist.get_rank()
@@ -289,19 +296,22 @@ class StreamedSegmentation:
             ensure_writable_dir(self.output_dir)
             done = self.scan()
             self._check_free_space()
-            self.progress_dir.mkdir(exist_ok=True)
-            self._acquire_lock()
-            if not done:
-                for marker in self.progress_dir.glob("slab_*"):
-                    marker.unlink()
+            self.progress.lock(
+                f"{self.output_dir}: another inference run is writing {self.input_path.name} into this folder; "
+                "wait for it to finish or choose another --output_dir."
+            )
+            if done:
+                for index in set(self.progress.markers()) - done:
+                    self.progress.forget(index)
+            else:
+                self.progress.start_over(self.facts)
                 sizes = self._sizes()
                 for name, path in self.outputs.items():
                     with open(atomic_path(path), "wb") as f:
                         f.truncate(sizes[name])
-                write_atomically(self._stamp(), json.dumps(self.facts, indent=1, sort_keys=True))
         idist.barrier()
         if rank:
-            self.done = {int(p.name.split("_")[1]) for p in self.progress_dir.glob("slab_*")}
+            self.done = set(self.progress.markers())
         if self.done:
             logger.info(
                 "resuming %s: %d of %d slabs done, %d to go",
@@ -366,31 +376,36 @@ class StreamedSegmentation:
         return planes
 
     def write(self, index: int, logits: torch.Tensor, postprocessing: Callable[[dict], dict]) -> None:
-        """Write slab `index` from its [C, Z, Y, X] logits with plain positioned writes, then mark it done.
+        """Write slab `index` from its [C, Z, Y, X] logits with positioned writes, flush, then mark it done.
 
         Plain `pwrite` + `fsync` (no memory map of the outputs) and `POSIX_FADV_DONTNEED` afterwards keep
-        written pages out of this process and out of the page cache it would otherwise fill.
+        written pages out of this process and out of the page cache it would otherwise fill. A failed
+        write (full disk, I/O error) leaves the slab unmarked, so the same command redoes it.
         """
-        z0, z1 = self.slabs[index]
         (y0, _), (x0, _) = self.context
         dy, dx = self.box[1].start - y0, self.box[2].start - x0
         planes = self._planes(logits[:, :, dy : dy + self.shape[1], dx : dx + self.shape[2]], postprocessing)
-        plane_size = self.shape[1] * self.shape[2]
-        offset = (z0 - self.box[0].start) * plane_size
-        total = self.shape[0] * plane_size
+        digests = {}
         for name, data in planes.items():
             blocks = data if name == "prob" else data[None]
-            size = blocks.dtype.itemsize
-            fd = os.open(atomic_path(self.outputs[name]), os.O_WRONLY)
+            regions = self._slab_regions(index, name)
+            partial = atomic_path(self.outputs[name])
             try:
-                for c, block in enumerate(blocks):
-                    os.pwrite(fd, np.ascontiguousarray(block).data, (c * total + offset) * size)
-                os.fsync(fd)
-                for c, block in enumerate(blocks):
-                    os.posix_fadvise(fd, (c * total + offset) * size, block.nbytes, os.POSIX_FADV_DONTNEED)
-            finally:
-                os.close(fd)
-        (self.progress_dir / f"slab_{index}").write_bytes(b"")
+                fd = os.open(partial, os.O_WRONLY)
+                try:
+                    for block, (offset, _) in zip(blocks, regions):
+                        pwrite_all(fd, block, offset)
+                    os.fsync(fd)
+                    for offset, count in regions:
+                        os.posix_fadvise(fd, offset, count, os.POSIX_FADV_DONTNEED)
+                finally:
+                    os.close(fd)
+            except OSError as err:
+                if err.errno not in WRITE_ERRNOS:
+                    raise
+                raise write_failure(partial, err, still_needed=self.required_bytes(), resumes=True) from err
+            digests[name] = digest(np.concatenate([np.frombuffer(np.ascontiguousarray(b).data, np.uint8) for b in blocks]))
+        self.progress.mark(index, digests)
         self.done.add(index)
         self.computed += 1
 
@@ -400,7 +415,7 @@ class StreamedSegmentation:
         rank = idist.get_rank()
         if rank != 0:
             return dict(self.outputs)
-        missing = [i for i in range(len(self.slabs)) if not (self.progress_dir / f"slab_{i}").exists()]
+        missing = sorted(set(range(len(self.slabs))) - set(self.progress.markers()))
         if missing:
             raise RuntimeError(f"{self.input_path}: slabs {missing[:5]} were not segmented; run the same command again to finish.")
         extra = {k: v for k, v in self.volume.meta.items() if isinstance(v, (int, float, str, list))}
@@ -436,14 +451,8 @@ class StreamedSegmentation:
             final = {name: self._convert(name, path) for name, path in final.items()}
             record["outputs"] = {k: str(v) for k, v in final.items()}
         write_atomically(self.provenance_path, json.dumps(record, indent=2, default=str) + "\n")
-        self._release()
+        self.progress.release()
         return final
-
-    def _release(self) -> None:
-        if self._lock is not None:
-            self._lock.close()
-            self._lock = None
-        shutil.rmtree(self.progress_dir, ignore_errors=True)
 
     def _store(self, infos: dict[str, RawInfo]) -> Path:
         """The finished partial raws as one OME-Zarr or HDF5 store (slab by slab, under a temporary name), then removed.
@@ -456,7 +465,12 @@ class StreamedSegmentation:
         target = self.output_dir / f"{volume_stem(self.input_path)}{self.output_ext}"
         writer = write_ome_zarr if self.output_ext == ".zarr" else write_hdf5
         partials = {name: atomic_path(path) for name, path in self.outputs.items()}
-        writer(target, {name: RawVolume(partials[name], infos[name]) for name in partials}, self.class_names, voxel)
+        try:
+            writer(target, {name: RawVolume(partials[name], infos[name]) for name in partials}, self.class_names, voxel)
+        except OSError as err:
+            if err.errno not in WRITE_ERRNOS or isinstance(err, OutputError):
+                raise
+            raise write_failure(target, err, still_needed=sum(self._sizes().values()), resumes=True) from err
         for path in partials.values():
             path.unlink()
         return target

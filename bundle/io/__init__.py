@@ -1,4 +1,4 @@
-"""Reading and writing XCT volumes: raw + sidecar, TIFF stacks, NIfTI."""
+"""Reading and writing XCT volumes: raw + sidecar, TIFF stacks, NIfTI, HDF5 / NeXus, Zarr / OME-Zarr."""
 
 from .atomic import atomic_output, atomic_path, write_atomically
 from .monai_reader import XCTVolumeReader

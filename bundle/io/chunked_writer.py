@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .volumes import Volume
+from .atomic import atomic_output, durable_replace
+from .base import Volume
 
 __all__ = ["COLOURS", "write_hdf5", "write_ome_zarr"]
 
@@ -81,48 +82,50 @@ def write_ome_zarr(
     for stale in target.parent.glob(f".{target.name}.*.partial"):
         shutil.rmtree(stale, ignore_errors=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.partial")
-    root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
-    num_classes = len(class_names)
-    depth, height, width = outputs["seg"].shape
-    slab = max(2**levels, slab // 2**levels * 2**levels)
-    image = "uncertainty" if "uncertainty" in outputs else "seg"
-    groups = {image: root, "seg": root.require_group("labels").require_group("segmentation")}
-    if "prob" in outputs:
-        groups["prob"] = root.require_group("probabilities")
-    for name, group in groups.items():
-        volume = outputs[name]
-        lead = (num_classes,) if name == "prob" else ()
-        for k in range(levels):
-            shape = lead + tuple(-(-s // 2**k) for s in (depth, height, width))
-            chunks = lead + (min(slab, shape[-3]), min(chunk, shape[-2]), min(chunk, shape[-1]))
-            group.create_array(str(k), shape=shape, chunks=chunks, dtype=volume.dtype, fill_value=0)
-        for z0, block in _slabs(volume, name, num_classes, slab):
+    try:
+        root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+        num_classes = len(class_names)
+        depth, height, width = outputs["seg"].shape
+        slab = max(2**levels, slab // 2**levels * 2**levels)
+        image = "uncertainty" if "uncertainty" in outputs else "seg"
+        groups = {image: root, "seg": root.require_group("labels").require_group("segmentation")}
+        if "prob" in outputs:
+            groups["prob"] = root.require_group("probabilities")
+        for name, group in groups.items():
+            volume = outputs[name]
+            lead = (num_classes,) if name == "prob" else ()
             for k in range(levels):
-                if k:
-                    block = _downsample(block, labels=name == "seg")
-                group[str(k)][..., z0 // 2**k : z0 // 2**k + block.shape[-3], :, :] = block
-        axes = "czyx" if name == "prob" else "zyx"
-        attrs = {"version": "0.5", "multiscales": _multiscales(NAMES[name], axes, levels, voxel_size)}
-        if name == "seg":
-            attrs["image-label"] = {
-                "version": "0.5",
-                "colors": [{"label-value": i, "rgba": COLOURS[i % len(COLOURS)]} for i in range(num_classes)],
-                "properties": [{"label-value": i, "class": n} for i, n in enumerate(class_names)],
-                "source": {"image": "../../"},
-            }
-        group.attrs["ome"] = attrs
-    root["labels"].attrs["ome"] = {"version": "0.5", "labels": ["segmentation"]}
+                shape = lead + tuple(-(-s // 2**k) for s in (depth, height, width))
+                chunks = lead + (min(slab, shape[-3]), min(chunk, shape[-2]), min(chunk, shape[-1]))
+                group.create_array(str(k), shape=shape, chunks=chunks, dtype=volume.dtype, fill_value=0)
+            for z0, block in _slabs(volume, name, num_classes, slab):
+                for k in range(levels):
+                    if k:
+                        block = _downsample(block, labels=name == "seg")
+                    group[str(k)][..., z0 // 2**k : z0 // 2**k + block.shape[-3], :, :] = block
+            axes = "czyx" if name == "prob" else "zyx"
+            attrs = {"version": "0.5", "multiscales": _multiscales(NAMES[name], axes, levels, voxel_size)}
+            if name == "seg":
+                attrs["image-label"] = {
+                    "version": "0.5",
+                    "colors": [{"label-value": i, "rgba": COLOURS[i % len(COLOURS)]} for i in range(num_classes)],
+                    "properties": [{"label-value": i, "class": n} for i, n in enumerate(class_names)],
+                    "source": {"image": "../../"},
+                }
+            group.attrs["ome"] = attrs
+        root["labels"].attrs["ome"] = {"version": "0.5", "labels": ["segmentation"]}
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if target.exists():
         shutil.rmtree(target)
-    os.replace(tmp, target)
+    durable_replace(tmp, target)
     return target
 
 
 def write_hdf5(target: str | os.PathLike, outputs: dict[str, Volume], class_names: Sequence[str], voxel_size: Sequence[float] = (1.0, 1.0, 1.0), slab: int = 32) -> Path:
     """Write `outputs` as datasets `segmentation`, `uncertainty`, `probabilities` of one HDF5 file at `target`."""
     import h5py
-
-    from .atomic import atomic_output
 
     num_classes = len(class_names)
     with atomic_output(target) as tmp, h5py.File(tmp, "w") as f:

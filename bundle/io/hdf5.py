@@ -10,25 +10,14 @@ the whole file; that layout is reported once with a hint.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 
-from .volumes import Volume, VolumeError
+from .base import Volume, VolumeError, split_inner_path
 
-__all__ = ["HDF5_SUFFIXES", "Hdf5Volume", "split_inner_path"]
+__all__ = ["HDF5_SUFFIXES", "Hdf5Volume"]
 
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".nxs", ".nx5")
-SEPARATOR = "::"
-
-def split_inner_path(path: str | os.PathLike) -> tuple[Path, str]:
-    """`scan.h5::/entry/data/data` -> (Path('scan.h5'), '/entry/data/data'); no '::' gives an empty inner path."""
-    text = str(path)
-    if SEPARATOR in text:
-        outer, inner = text.split(SEPARATOR, 1)
-        return Path(outer), "/" + inner.strip("/")
-    return Path(text), ""
-
 def _datasets_3d(handle) -> list[str]:
     import h5py
 

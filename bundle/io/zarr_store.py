@@ -12,8 +12,7 @@ import os
 
 import numpy as np
 
-from .hdf5 import split_inner_path
-from .volumes import Volume, VolumeError
+from .base import Volume, VolumeError, process_handle, split_inner_path
 
 __all__ = ["ZarrVolume", "is_zarr"]
 
@@ -25,8 +24,22 @@ def is_zarr(path: str | os.PathLike) -> bool:
 def _multiscales(attrs: dict) -> list | None:
     return (attrs.get("ome") or {}).get("multiscales") or attrs.get("multiscales")
 
+
+def _open_node(path, inner: str):
+    import zarr
+
+    try:
+        node = zarr.open(str(path), mode="r")
+        return node[inner.strip("/")] if inner else node
+    except Exception as err:  # zarr raises several types for a folder it cannot read
+        raise VolumeError(f"{path}: not a readable Zarr store{' at ' + inner if inner else ''} ({type(err).__name__}: {err}).") from err
+
+
 class ZarrVolume(Volume):
-    """A 3D (z, y, x) view of a Zarr array or of an OME-Zarr image's full-resolution level."""
+    """A 3D (z, y, x) view of a Zarr array or of an OME-Zarr image's full-resolution level.
+
+    The array is named by `array_path` inside the store and opened on the first read in each process.
+    """
 
     def __init__(self, path: str | os.PathLike) -> None:
         import zarr
@@ -34,12 +47,8 @@ class ZarrVolume(Volume):
         self.path, inner = split_inner_path(path)
         if not self.path.exists():
             raise VolumeError(f"{self.path}: Zarr store not found.")
-        try:
-            node = zarr.open(str(self.path), mode="r")
-            if inner:
-                node = node[inner.strip("/")]
-        except Exception as err:  # zarr raises several types for a folder it cannot read
-            raise VolumeError(f"{self.path}: not a readable Zarr store{' at ' + inner if inner else ''} ({type(err).__name__}: {err}).") from err
+        node = _open_node(self.path, inner)
+        self.array_path = inner.strip("/")
         self.meta: dict = {}
         axes = "zyx"
         if isinstance(node, zarr.Group):
@@ -51,11 +60,11 @@ class ZarrVolume(Volume):
             level = scale["datasets"][0]
             axes = "".join(a["name"] if isinstance(a, dict) else a for a in scale.get("axes", [])) or "zyx"
             node = node[level["path"]]
+            self.array_path = f"{self.array_path}/{level['path']}".strip("/")
             for transform in level.get("coordinateTransformations", []):
                 if transform.get("type") == "scale":
                     voxel = dict(zip(axes, transform["scale"]))
                     self.meta["voxel_size"] = [float(voxel.get(a, 1.0)) for a in "zyx"]
-        self.array = node
         if len(axes) != node.ndim or not set("zyx") <= set(axes):
             raise VolumeError(f"{self.path}: array of shape {node.shape} with axes {axes!r}; a (z, y, x) volume needs z, y and x axes.")
         extra = {a: n for a, n in zip(axes, node.shape) if a not in "zyx"}
@@ -67,11 +76,17 @@ class ZarrVolume(Volume):
         self.chunks = tuple(int(node.chunks[axes.index(a)]) for a in "zyx")
         self._check_chunked(self.chunks, "rechunk along z for streamed reading.")
 
+    def _metadata_file(self):
+        """The file whose change means the store was rewritten: the array's metadata."""
+        folder = self.path / self.array_path
+        return next((folder / n for n in ("zarr.json", ".zarray") if (folder / n).is_file()), folder)
+
     def _read(self, z0: int, z1: int, ys: slice, xs: slice) -> np.ndarray:
         index = tuple({"z": slice(z0, z1), "y": ys, "x": xs}.get(a, 0) for a in self.axes)
         kept = [a for a in self.axes if a in "zyx"]
+        array = process_handle(f"zarr:{self.array_path}", self._metadata_file(), lambda: _open_node(self.path, self.array_path))
         try:
-            data = np.asarray(self.array[index])
+            data = np.asarray(array[index])
         except Exception as err:
             raise VolumeError(f"{self.path}: cannot read z {z0}-{z1} ({type(err).__name__}: {err}).") from err
         return data.transpose([kept.index(a) for a in "zyx"])
