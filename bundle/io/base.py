@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 SEPARATOR = "::"
-VOLUME_SUFFIXES = (".raw", ".nii.gz", ".nii", ".tiff", ".tif", ".hdf5", ".h5", ".hdf", ".nxs", ".nx5", ".zarr")
+VOLUME_SUFFIXES = (".raw", ".nii.gz", ".nii", ".ome.tiff", ".ome.tif", ".tiff", ".tif", ".ome.zarr", ".hdf5", ".h5", ".hdf", ".nxs", ".nx5", ".zarr")
 
 
 class VolumeError(ValueError):
