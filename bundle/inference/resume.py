@@ -89,9 +89,13 @@ class SlabProgress:
         """Record slab `index` as done; call only after its bytes are written and flushed."""
         write_atomically(self.folder / f"slab_{index}", json.dumps(digests, sort_keys=True))
 
-    def release(self) -> None:
-        """Unlock and remove the folder (the outputs are complete)."""
+    def unlock(self) -> None:
+        """Let another run (or this process again) take the folder; the markers stay for it to resume from."""
         if self._lock is not None:
             self._lock.close()
             self._lock = None
+
+    def release(self) -> None:
+        """Unlock and remove the folder (the outputs are complete)."""
+        self.unlock()
         shutil.rmtree(self.folder, ignore_errors=True)

@@ -540,6 +540,7 @@ class StreamedWriter:
         engine.add_event_handler(Events.STARTED, self.started)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.iteration_completed)
         engine.add_event_handler(Events.COMPLETED, self.completed)
+        engine.add_event_handler(Events.EXCEPTION_RAISED, self.failed)
 
     def started(self, engine: Engine | None) -> None:
         self.stream.prepare()
@@ -569,6 +570,14 @@ class StreamedWriter:
             if self._bar is not None:
                 z0, z1 = self.stream.slabs[index]
                 self._bar.update((z1 - z0) * self.stream.shape[1] * self.stream.shape[2])
+
+    def failed(self, engine: Engine, error: BaseException) -> None:
+        """Close the progress bar and unlock the folder (its markers stay for the next run), then let the error through."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        self.stream.progress.unlock()
+        raise error
 
     def completed(self, engine: Engine | None) -> None:
         if self._bar is not None:
