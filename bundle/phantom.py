@@ -24,8 +24,8 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from .data.description import paper_split, write_dataset_description
-from .io.sidecar import RawInfo, format_sidecar, sidecar_path
 from .io.atomic import atomic_path
+from .io.sidecar import RawInfo, format_sidecar, sidecar_path
 
 __all__ = ["PhantomConfig", "PhantomFamily", "PhantomGeometry", "make_family", "make_phantom", "render_slab"]
 

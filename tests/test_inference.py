@@ -105,32 +105,6 @@ def failing(*args):
     return result.stdout + result.stderr
 
 
-def test_bad_inference_inputs(tiny_dataset, models, tmp_path):
-    base = ["--config_file", str(CONFIGS / "inference.json"), "--network_def#f0", "4", "--roi_size", "[256,256]"]
-    log = failing(*base, "--input_path", str(tmp_path / "nope.raw"), "--output_dir", str(tmp_path / "o1"), "--ckpt_path", str(models["2d"]))
-    assert "nope.raw: raw volume not found" in log
-    (tmp_path / "short.raw").write_bytes(bytes(100))
-    (tmp_path / "short.raw.info").write_text("NUM_X = 64\nNUM_Y = 64\nNUM_Z = 2\nDATATYPE = uint8\n")
-    log = failing(*base, "--input_path", str(tmp_path / "short.raw"), "--output_dir", str(tmp_path / "o2"), "--ckpt_path", str(models["2d"]))
-    assert "short.raw: file has 100 B" in log
-    log = failing(*base, "--input_path", str(tiny_dataset / "phantom.raw"), "--output_dir", str(tmp_path / "o3"), "--ckpt_path", str(models["2.5d"]))
-    assert "does not fit the network" in log and "model_2.5d.pt" in log
-    log = failing(*base, "--input_path", str(tiny_dataset / "phantom.raw"), "--output_dir", str(tmp_path / "o4"), "--ckpt_path", str(tmp_path / "missing.pt"))
-    assert "missing.pt: checkpoint not found" in log and "Train it with" in log
-    thin = tmp_path / "thin.raw"
-    np.zeros((3, 64, 64), np.uint8).tofile(thin)
-    (tmp_path / "thin.raw.info").write_text("NUM_X = 64\nNUM_Y = 64\nNUM_Z = 3\n")
-    log = failing("--config_file", config_list("inference.json", "variants/2.5d.json"), "--network_def#f0", "4", "--roi_size", "[256,256]",
-                  "--input_path", str(thin), "--output_dir", str(tmp_path / "o5"), "--ckpt_path", str(models["2.5d"]))
-    assert "fewer than the 5 slices of context" in log
-    for folder in (tmp_path / "o1", tmp_path / "o2", tmp_path / "o3", tmp_path / "o4", tmp_path / "o5"):
-        assert not (folder / "phantom.seg.raw").exists()
-    blocker = tmp_path / "a_file"
-    blocker.write_text("not a folder")
-    log = failing(*base, "--input_path", str(tiny_dataset / "phantom.raw"), "--output_dir", str(blocker / "out"), "--ckpt_path", str(models["2d"]))
-    assert "not writable" in log and "a_file" in log
-
-
 def test_config_workflow_infer_properties(tiny_dataset, models, tmp_path):
     from monai.bundle import ConfigWorkflow
 

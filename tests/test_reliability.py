@@ -1,7 +1,6 @@
 """Faults and bad input: resume that cannot mix runs, a lock, a full disk, booleans that mean false, the cause printed last."""
 
 import errno
-import json
 import subprocess
 import sys
 import time
@@ -133,35 +132,6 @@ def test_booleans_of_training_and_evaluation_accept_false(tiny_dataset, tmp_path
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in network.modules())
     assert evaluate.get_parsed_content("report").write_volumes is False
     assert evaluate.get_parsed_content("model_inferer").inner.tta is False
-
-
-def test_nan_in_a_float_volume_and_a_corrupted_checkpoint_are_named_on_the_last_line(tmp_path, model):
-    import numpy as np
-
-    volume = np.full((6, 64, 64), 120.0, np.float32)
-    volume[4, 10, 10] = np.nan
-    volume.tofile(tmp_path / "scan.raw")
-    (tmp_path / "scan.raw.info").write_text("NUM_X = 64\nNUM_Y = 64\nNUM_Z = 6\nDATATYPE = float32\n")
-    args = ["run", "inference", "--config_file", str(CONFIGS / "inference.json"), "--input_path", str(tmp_path / "scan.raw"),
-            "--network_def#f0", "4", "--progress", "False", "--slab", "3"]
-    lines = failing(*args, "--output_dir", str(tmp_path / "out"), "--ckpt_path", str(model))
-    assert lines[-1].startswith("error: VolumeError:") and "scan.raw: NaN or infinite grey values, first at z 4" in lines[-1]
-    assert not (tmp_path / "out" / "scan.seg.raw").exists()
-    broken = tmp_path / "broken.pt"
-    broken.write_bytes(model.read_bytes()[:5000])
-    lines = failing(*args, "--output_dir", str(tmp_path / "out2"), "--ckpt_path", str(broken))
-    assert lines[-1].startswith("error: CheckpointError:") and "broken.pt: not a readable PyTorch checkpoint" in lines[-1]
-
-
-def test_a_model_of_another_variant_is_refused_at_load_naming_both(tiny_dataset, tmp_path):
-    torch.manual_seed(0)
-    torch.save(ModularUNet(f0=4, in_channels=5).state_dict(), tmp_path / "model.pt")
-    (tmp_path / "model.json").write_text(json.dumps(
-        {"grey_window": [0, 255], "variant": "2.5d", "network": {"spatial_dims": 2, "in_channels": 5, "f0": 4}}
-    ))
-    lines = failing(*inference_args(tiny_dataset, tmp_path / "out", tmp_path / "model.pt"))
-    assert lines[-1].startswith("error: CheckpointError:") and "variant: model 2.5d, config 2d" in lines[-1]
-    assert "in_channels: model 5, config 1" in lines[-1] and "configs/variants/2.5d.json" in lines[-1]
 
 
 @pytest.mark.parametrize("signal_name", ["SIGINT", "SIGKILL"])
