@@ -18,9 +18,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import fire
-
 from bundle.annotation import even_planes, export_slices, import_slices, pick_slices, slice_scores
+from bundle.cli import run_commands
 from bundle.io import open_volume, volume_stem, write_atomically
 
 
@@ -92,5 +91,8 @@ def import_(export_dir: str, dataset_dir: str, num_classes: int = 3) -> None:
     print(json.dumps(result))
 
 
+COMMANDS = {"suggest": suggest, "export": export, "import": import_}
+
+
 if __name__ == "__main__":
-    fire.Fire({"suggest": suggest, "export": export, "import": import_})
+    run_commands(COMMANDS)

@@ -33,10 +33,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import fire
 import numpy as np
 import torch
 
+from bundle.cli import run_commands
 from bundle.io import write_atomically
 from bundle.networks import ModularUNet
 from bundle.runtime import machine_class
@@ -1144,25 +1144,26 @@ def report(docs_dir: str = str(ROOT / "docs"), results_dir: str = str(RESULTS)) 
             print(f"updated {page}")
 
 
+COMMANDS = {
+    "params": params,
+    "flops": flops,
+    "matmul": matmul,
+    "forward": forward,
+    "train-workflow": train_workflow,
+    "machine": lambda: print(json.dumps(machine_class())),
+    "inference": inference,
+    "compare": compare,
+    "big-volume": big_volume,
+    "suite": suite,
+    "edges": edges,
+    "memory": memory,
+    "report": report,
+    "tiff-pages": tiff_pages,
+    "seamless": seamless,
+    "backends": backends,
+    "formats": formats,
+}
+
+
 if __name__ == "__main__":
-    fire.Fire(
-        {
-            "params": params,
-            "flops": flops,
-            "matmul": matmul,
-            "forward": forward,
-            "train-workflow": train_workflow,
-            "machine": lambda: print(json.dumps(machine_class())),
-            "inference": inference,
-            "compare": compare,
-            "big-volume": big_volume,
-            "suite": suite,
-            "edges": edges,
-            "memory": memory,
-            "report": report,
-            "tiff-pages": tiff_pages,
-            "seamless": seamless,
-            "backends": backends,
-            "formats": formats,
-        }
-    )
+    run_commands(COMMANDS)

@@ -36,8 +36,7 @@ import sys
 import time
 from pathlib import Path
 
-import fire
-
+from bundle.cli import run_commands
 from bundle.figures import save_figure
 from bundle.variants import ablation_overlays, network_kwargs
 
@@ -948,20 +947,21 @@ def table(results: str = "runs/experiments/results.csv") -> None:
         print(f"\n### {name}\n\n{text}")
 
 
+COMMANDS = {
+    "compare-variants": compare_variants,
+    "ablation": ablation,
+    "learning-curve": learning_curve,
+    "levers": levers,
+    "inference-levers": inference_levers,
+    "annotation-loop": annotation_loop,
+    "fine-tune": fine_tune,
+    "shipped": shipped,
+    "training-history": training_history,
+    "generalist": generalist,
+    "plot": plot,
+    "table": table,
+}
+
+
 if __name__ == "__main__":
-    fire.Fire(
-        {
-            "compare-variants": compare_variants,
-            "ablation": ablation,
-            "learning-curve": learning_curve,
-            "levers": levers,
-            "inference-levers": inference_levers,
-            "annotation-loop": annotation_loop,
-            "fine-tune": fine_tune,
-            "shipped": shipped,
-            "training-history": training_history,
-            "generalist": generalist,
-            "plot": plot,
-            "table": table,
-        }
-    )
+    run_commands(COMMANDS)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 
-import fire
 import numpy as np
 
 from bundle.baselines import GreyClassHistogram
+from bundle.cli import run_commands
 from bundle.data import load_dataset_description
 from bundle.figures import phantom_figure
 from bundle.io import write_atomically
@@ -78,5 +78,8 @@ def figure(dataset_dir: str = "demo", output: str = "docs/phantom_slice.png", z:
     print(output)
 
 
+COMMANDS = {"make": make, "family": family, "baseline": baseline, "figure": figure}
+
+
 if __name__ == "__main__":
-    fire.Fire({"make": make, "family": family, "baseline": baseline, "figure": figure})
+    run_commands(COMMANDS)

@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import fire
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from bundle.cli import run_commands
 from bundle.figures import save_figure
 from bundle.io import open_volume, volume_stem, write_atomically
 from bundle.report import materials_report
@@ -110,5 +110,8 @@ def make(labels: str, probabilities: str | None = None, image: str | None = None
     print(json_path)
 
 
+COMMANDS = make
+
+
 if __name__ == "__main__":
-    fire.Fire(make)
+    run_commands(COMMANDS)

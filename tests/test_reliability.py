@@ -61,7 +61,14 @@ def test_resume_refuses_another_model_precision_or_backend_naming_it_and_overwri
     assert "backend: was 'torch', now 'openvino'" in lines[-1]
     lines = failing(*inference_args(tiny_dataset, out, model, *settings, "--tta", "True"))
     assert "tta: was False, now True" in lines[-1]
+    lines = failing(*inference_args(tiny_dataset, out, model, "--slab", "2", "--precision", "fp32", "--backend", "torch"))
+    assert "of 48 slabs done) made with other settings" in lines[-1] and "slab: was 1, now 2" in lines[-1]
     assert not (out / "phantom.seg.raw").exists()
+    same_bytes_elsewhere = tmp_path / "copy" / "model.pt"
+    same_bytes_elsewhere.parent.mkdir()
+    same_bytes_elsewhere.write_bytes(model.read_bytes())
+    resumed = bundle_run(*inference_args(tiny_dataset, out, same_bytes_elsewhere, *settings))
+    assert "resuming phantom.raw:" in resumed.stdout + resumed.stderr
     bundle_run(*inference_args(tiny_dataset, out, other, *settings, "--overwrite", "True"))
     reference = tmp_path / "reference"
     bundle_run(*inference_args(tiny_dataset, reference, other, *settings))
