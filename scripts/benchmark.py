@@ -1144,6 +1144,14 @@ def report(docs_dir: str = str(ROOT / "docs"), results_dir: str = str(RESULTS)) 
             print(f"updated {page}")
 
 
+def full_disk(input_path: str = str(ROOT / "demo" / "phantom.raw"), ckpt_path: str = str(ROOT / "models" / "model.pt"), size_mib: int = 20,
+              slab: int = 8, output: str | None = None) -> None:
+    """Fill a small tmpfs output folder mid-run, free it, resume, and compare with an uninterrupted run (needs root to mount)."""
+    from bundle.benchmark.full_disk import full_disk_run
+
+    _emit(full_disk_run(input_path, ckpt_path, ROOT / "configs" / "inference.json", size_mib, slab), output)
+
+
 COMMANDS = {
     "params": params,
     "flops": flops,
@@ -1162,6 +1170,7 @@ COMMANDS = {
     "seamless": seamless,
     "backends": backends,
     "formats": formats,
+    "full-disk": full_disk,
 }
 
 

@@ -1,0 +1,1 @@
+"""Measurements the docs cite, importable and tested; `scripts/benchmark.py` is their command-line face."""
