@@ -13,7 +13,7 @@ from bundle.data import load_dataset_description
 from bundle.figures import phantom_figure
 from bundle.io import write_atomically
 from bundle.metrics import confusion_matrix, iou_per_class
-from bundle.phantom import PhantomConfig, make_family, make_phantom
+from bundle.phantom import PhantomConfig, PhantomFamily, make_family, make_phantom
 
 
 def make(output_dir: str = "demo", shape: tuple = (128, 256, 256), seed: int = 0, name: str = "phantom", slab: int = 32, **overrides) -> None:
@@ -31,7 +31,8 @@ def make(output_dir: str = "demo", shape: tuple = (128, 256, 256), seed: int = 0
     print(json.dumps(summary, indent=2))
 
 
-def family(output_dir: str = "draws", seeds: tuple = (100,), shape: tuple = (64, 192, 192), edge: bool = False, slab: int = 32) -> None:
+def family(output_dir: str = "draws", seeds: tuple = (100,), shape: tuple = (64, 192, 192), edge: bool = False, slab: int = 32,
+           domain: str = "image") -> None:
     """Write one phantom per seed, material and acquisition drawn from `bundle.phantom.PhantomFamily`'s ranges, as
     `draw<seed>.raw` (+ labels) and one `dataset.json` listing them all.
 
@@ -41,8 +42,10 @@ def family(output_dir: str = "draws", seeds: tuple = (100,), shape: tuple = (64,
         shape: size (z, y, x) of each volume.
         edge: draw every range in its outer tenths only (held-out scans at the edges of the training distribution).
         slab: slices rendered at a time.
+        domain: "image" (today's family), "projection" (forward projection, photons, detector, FBP) or "mixed" (half each).
     """
-    summary = make_family(output_dir, [int(s) for s in seeds], tuple(int(v) for v in shape), edge=bool(edge), slab=int(slab))
+    family = PhantomFamily() if domain == "image" else PhantomFamily.projection_family(domain)
+    summary = make_family(output_dir, [int(s) for s in seeds], tuple(int(v) for v in shape), edge=bool(edge), slab=int(slab), family=family)
     print(json.dumps(summary, indent=2))
 
 

@@ -14,11 +14,13 @@ from bundle.phantom import (
     PhantomConfig,
     PhantomFamily,
     PhantomGeometry,
-    _slice_noise,
     make_family,
     make_phantom,
+    render_projection_slab,
     render_slab,
 )
+from bundle.phantom.image_domain import _slice_noise
+from bundle.phantom.projection import padded_shape
 
 
 def test_phantom_is_deterministic_whatever_the_slab(tmp_path):
@@ -51,21 +53,31 @@ CHANGED = {
     "large_pore_share": 5.0, "pore_elongation": 3.0, "crack_fraction": 0.01, "grey_matrix": 0.3, "grey_fibre": 0.5,
     "grey_pore": 0.2, "blur_sigma": 1.2, "noise_std": 0.06, "noise_kind": "fbp", "rings_per_100_voxels": 12.0,
     "ring_amplitude": 0.08, "dark_ring_share": 0.0, "dark_ring_amplitude": 0.1, "cupping": 0.12, "z_drift": 0.2,
-    "bit_depth": "uint16", "grey_gain": 180.0, "grey_offset": 30.0,
+    "bit_depth": "uint16", "grey_gain": 180.0, "grey_offset": 30.0, "fibre_radius_spread": 0.3, "random_fibre_share": 1.0,
+    "bundle_share": 0.5, "domain": "projection",
+}
+PROJECTION_CHANGED = {
+    "inclusion_fraction": 0.0, "photons": 500.0, "gain_std": 0.03, "dead_pixel_share": 0.05, "beam_hardening": 0.3,
+    "phase_contrast": 1.5, "angles": 60, "recon_filter": "hann", "detector_blur": 2.0, "attenuation_path": 0.5,
+    "fibre_attenuation": 3.0, "inclusion_attenuation": 9.0,
 }
 
 
 def _render(config: PhantomConfig, shape=(16, 160, 160), seed=5):
+    if config.domain == "projection":
+        return render_projection_slab(PhantomGeometry.draw(padded_shape(shape), seed, config), config, seed, 0, shape[0], shape)
     return render_slab(PhantomGeometry.draw(shape, seed, config), config, seed, 0, shape[0])
 
 
 @pytest.mark.parametrize("field", [f.name for f in fields(PhantomConfig) if f.name != "voxel_size_um"])
 def test_every_phantom_setting_changes_the_rendered_scan(field):
-    assert field in CHANGED, f"new PhantomConfig field {field}: add it to CHANGED"
-    grey, labels = _render(PhantomConfig())
-    other_grey, other_labels = _render(PhantomConfig(**{field: CHANGED[field]}))
+    assert field in CHANGED or field in PROJECTION_CHANGED, f"new PhantomConfig field {field}: add it to CHANGED or PROJECTION_CHANGED"
+    base = PhantomConfig() if field in CHANGED else PhantomConfig(domain="projection", inclusion_fraction=0.003)
+    shape = (16, 160, 160) if field in CHANGED else (3, 64, 64)
+    grey, labels = _render(base, shape)
+    other_grey, other_labels = _render(PhantomConfig(**{**vars(base), field: {**CHANGED, **PROJECTION_CHANGED}[field]}), shape)
     changed = other_grey.dtype != grey.dtype or not np.array_equal(other_grey, grey) or not np.array_equal(other_labels, labels)
-    assert changed, f"{field} = {CHANGED[field]!r} left the scan unchanged"
+    assert changed, f"{field} left the scan unchanged"
 
 
 def test_cracks_and_elongated_pores_add_porosity():
@@ -128,5 +140,8 @@ def test_the_documented_family_ranges_are_the_code_s():
     text = (ROOT / "docs" / "phantom.md").read_text()
     for f in fields(PhantomFamily):
         value = getattr(PhantomFamily(), f.name)
-        shown = ", ".join(value) if isinstance(value[0], str) else f"{value[0]:g} - {value[1]:g}"
+        if isinstance(value, (str, float)):
+            shown = f"{value:g}" if isinstance(value, float) else value
+        else:
+            shown = ", ".join(value) if isinstance(value[0], str) else f"{value[0]:g} - {value[1]:g}"
         assert re.search(rf"^\| `{f.name}` \| [^|]+ \| {re.escape(shown)} \|$", text, re.M), f"docs/phantom.md: {f.name} should read {shown}"
