@@ -57,7 +57,7 @@ def test_evaluate_is_an_overlay_sharing_inference_network_and_preprocessing():
 def test_ckpt_export_gives_the_same_labels(models, tmp_path):
     bundle_run("ckpt_export", "network_def", "--filepath", str(tmp_path / "model.ts"), "--ckpt_file", str(models["2d"]),
                "--meta_file", str(CONFIGS / "metadata.json"), "--config_file", str(CONFIGS / "inference.json"),
-               "--network_def#f0", "4", "--use_trace", "True", "--input_shape", "[1, 1, 64, 64]")
+               "--network_def#f0", "4")
     exported = torch.jit.load(str(tmp_path / "model.ts"))
     from bundle.networks import ModularUNet
 

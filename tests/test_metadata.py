@@ -48,17 +48,19 @@ def test_variant_metadata_overlays(variant, channels):
     assert len(image["spatial_shape"]) == (3 if variant == "3d" else 2)
 
 
-def test_shipped_weights_match_large_files_yml():
-    import hashlib
-
-    import yaml
+def test_shipped_torchscript_is_scripted_and_carries_this_metadata():
+    """model-zoo's CI scripts the network and compares the metadata a `.ts` embeds with metadata.json."""
+    import torch
     from conftest import ROOT
 
-    entries = yaml.safe_load((CONFIGS / "large_files.yml").read_text())["large_files"]
-    assert {e["path"] for e in entries} == {"models/model.pt", "models/model.ts", "models/phantom_model.pt"}
-    for entry in entries:
-        assert entry["hash_type"] == "sha256"
-        assert hashlib.sha256((ROOT / entry["path"]).read_bytes()).hexdigest() == entry["hash_val"], f"{entry['path']} changed"
+    extra = {"metadata.json": ""}
+    scripted = torch.jit.load(str(ROOT / "models" / "model.ts"), _extra_files=extra)
+    assert json.loads(extra["metadata.json"]) == json.loads((CONFIGS / "metadata.json").read_text()), (
+        "models/model.ts embeds other metadata: re-export it with the ckpt_export command of docs/README.md"
+    )
+    assert "ModularUNet with u_depth" in scripted.code, "models/model.ts is a trace, not a script: its input checks are gone"
+    with pytest.raises(torch.jit.Error, match="multiples of 8"):
+        scripted(torch.zeros(1, 1, 12, 16))
 
 
 def test_shipped_torchscript_gives_the_labels_of_the_shipped_weights(tiny_dataset):
@@ -75,3 +77,25 @@ def test_shipped_torchscript_gives_the_labels_of_the_shipped_weights(tiny_datase
     eager = load_weights(ModularUNet(), ROOT / "models" / "model.pt").eval()
     with torch.inference_mode():
         assert torch.equal(scripted(x).argmax(1), eager(x).argmax(1))
+
+
+def test_metadata_packages_are_the_projects_and_the_pins_satisfy_pyproject():
+    """model-zoo installs `name==version` for every required and optional package: each must be one the project
+    asks for, every dependency must be listed, and each pin must satisfy pyproject.toml's range."""
+    import tomllib
+
+    from conftest import ROOT
+    from packaging.requirements import Requirement
+
+    meta = json.loads((CONFIGS / "metadata.json").read_text())
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    required = {Requirement(r).name: Requirement(r) for r in project["dependencies"]}
+    optional = {Requirement(r).name: Requirement(r) for extra in ("onnxruntime", "int8", "napari") for r in project["optional-dependencies"][extra]}
+    optional["ome-zarr"] = next(Requirement(r) for r in project["optional-dependencies"]["test"] if r.startswith("ome-zarr"))
+    pinned = {"monai": meta["monai_version"], "torch": meta["pytorch_version"], "numpy": meta["numpy_version"], **meta["required_packages_version"]}
+    assert set(pinned) == set(required), f"metadata.json and pyproject.toml list other packages: {set(pinned) ^ set(required)}"
+    assert set(meta["optional_packages_version"]) == set(optional)
+    for name, version in {**pinned, **meta["optional_packages_version"]}.items():
+        requirement = required.get(name) or optional[name]
+        assert requirement.specifier.contains(version, prereleases=True), f"{name}=={version} is outside pyproject's {requirement}"
+    assert not any(s.operator in ("<", "<=", "==", "~=") for s in required["torch"].specifier), "torch must have no upper bound"

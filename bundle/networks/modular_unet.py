@@ -11,6 +11,14 @@ from .blocks import CONVS, NORMS, SAMPLINGS, ConvBlock, DownBlock, GaussianNoise
 __all__ = ["ModularUNet"]
 
 
+@torch.jit.interface
+class TensorModule(nn.Module):
+    """What every block is to the U's decoder loop: one tensor in, one out (a TorchScript interface)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pass
+
+
 class ModularUNet(nn.Module):
     """Modular U-Net of Bertoldo et al. for 2D, 2.5D (2D with neighbour slices as channels) and 3D.
 
@@ -96,33 +104,33 @@ class ModularUNet(nn.Module):
     @property
     def size_multiple(self) -> int:
         """Every spatial size of the input must be a multiple of this."""
-        return 2**self.u_depth
+        return 1 << self.u_depth
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != self.spatial_dims + 2:
-            raise ValueError(
-                f"ModularUNet(spatial_dims={self.spatial_dims}) expects a [B, C, {'Z, ' if self.spatial_dims == 3 else ''}Y, X]"
-                f" tensor, got shape {tuple(x.shape)}."
-            )
+            axes = "Z, Y, X" if self.spatial_dims == 3 else "Y, X"
+            raise ValueError(f"ModularUNet(spatial_dims={self.spatial_dims}) expects a [B, C, {axes}] tensor, got shape {x.shape}.")
         if x.shape[1] != self.in_channels:
             raise ValueError(
-                f"ModularUNet expects {self.in_channels} input channel(s), got {x.shape[1]} (shape {tuple(x.shape)});"
+                f"ModularUNet expects {self.in_channels} input channel(s), got {x.shape[1]} (shape {x.shape});"
                 " a 2.5D model takes 5 z-slices as channels, 2D and 3D models take 1."
             )
-        bad = [s for s in x.shape[2:] if s % self.size_multiple]
-        if bad:
-            raise ValueError(
-                f"ModularUNet with u_depth={self.u_depth} needs spatial sizes that are multiples of "
-                f"{self.size_multiple}, got {tuple(x.shape[2:])}; pad or crop the input (the bundle's inferers pad tiles)."
-            )
-        skips = []
+        for size in x.shape[2:]:
+            if size % self.size_multiple != 0:
+                raise ValueError(
+                    f"ModularUNet with u_depth={self.u_depth} needs spatial sizes that are multiples of "
+                    f"{self.size_multiple}, got {x.shape[2:]}; pad or crop the input (the bundle's inferers pad tiles)."
+                )
+        skips: list[torch.Tensor] = []
         for conv, down in zip(self.encoder, self.downs):
             x = conv(x)
             skips.append(x)
             x = down(x)
         x = self.bottom(x)
-        for i in reversed(range(self.u_depth)):
-            x = self.decoder[i](torch.cat([skips[i], self.ups[i](x)], dim=1))
+        for i in range(self.u_depth - 1, -1, -1):  # TorchScript indexes a ModuleList by a variable only through an interface
+            up: TensorModule = self.ups[i]
+            decoder: TensorModule = self.decoder[i]
+            x = decoder.forward(torch.cat([skips[i], up.forward(x)], dim=1))
         return self.head(self.noise(x))
 
 
