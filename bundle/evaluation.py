@@ -19,14 +19,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
-from monai.inferers import Inferer, SimpleInferer
+from monai.inferers import Inferer
 
 from .baselines import GreyClassHistogram, grey_bins
-from .checkpoints import DEFAULT_SIDECAR, load_weights, read_model_sidecar
+from .checkpoints import DEFAULT_SIDECAR
 from .data.crops import SlabDataset
-from .data.grey import volume_window
+from .data.grey import model_window, volume_window
 from .figures import class_histogram_figure, confusion_figure, overlay_figure
 from .flags import as_flag
+from .inference import Predictor
 from .io import (
     RawInfo,
     atomic_output,
@@ -38,43 +39,59 @@ from .io import (
     write_atomically,
 )
 from .metrics import IGNORE_LABEL, confusion_matrix, metrics_summary
-from .networks import inference_ready
 
-__all__ = ["EvaluationReport", "ScoredSource", "baseline_confusions"]
+__all__ = ["EvaluationReport", "ScoredInferer", "ScoredSource", "baseline_confusions"]
 
 logger = logging.getLogger(__name__)
 
 
-class ScoredSource:
-    """What the evaluate workflow scores: the model, or a segmentation file of another tool (`prediction_path`).
+class ScoredSource(torch.nn.Module):
+    """What the evaluate workflow scores, as the network its evaluator runs: the predictor's model, or a
+    segmentation file of another tool (`prediction_path`).
 
-    A file is fed one-hot (by `SlabDataset`) through an identity network, so the same metrics and
-    report score it; the model's weights and sidecar are then never read, so a file can be
-    scored without a checkpoint. The model is built as inference builds it (batch norm folded,
-    channels-last, the sidecar checked against the variant and network).
-
-    Attributes: `network`, `inferer`, `sidecar` (grey window) and `source` (what was scored).
+    A file is fed one-hot (by `SlabDataset`) and passed through unchanged, so the same metrics and
+    report score it; the model's weights and sidecar are then never read, so a file can be scored
+    without a checkpoint. The model runs as inference runs it (`Predictor`: sidecar checked, batch
+    norm folded). `grey_window` and `grey_percentiles` are the model's grey rule for slabs that
+    `SlabDataset` has already windowed per volume (`bundle.data.grey.model_window`).
     """
 
-    def __init__(
-        self,
-        prediction_path: str | os.PathLike | None,
-        ckpt_path: str | os.PathLike,
-        network_def: torch.nn.Module,
-        model_inferer: Inferer,
-        variant: str,
-        ckpt_hint: str = "",
-        fold_bn: bool = True,
-        channels_last: bool = True,
-        device: torch.device | str = "cpu",
-    ) -> None:
-        if prediction_path:
-            self.network, self.inferer, self.sidecar = torch.nn.Identity(), SimpleInferer(), dict(DEFAULT_SIDECAR)
-            self.source = str(prediction_path)
-        else:
-            self.sidecar = read_model_sidecar(ckpt_path, variant, network_def.hparams)
-            self.network = inference_ready(load_weights(network_def, ckpt_path, ckpt_hint), fold_bn, channels_last).to(device)
-            self.inferer, self.source = model_inferer, str(ckpt_path)
+    def __init__(self, prediction_path: str | os.PathLike | None, predictor: Predictor) -> None:
+        super().__init__()
+        self.prediction_path = str(prediction_path) if prediction_path else None
+        self.predictor = predictor
+
+    @property
+    def source(self) -> str:
+        return self.prediction_path or self.predictor.ckpt_path
+
+    @property
+    def sidecar(self) -> dict:
+        return dict(DEFAULT_SIDECAR) if self.prediction_path else self.predictor.sidecar
+
+    @property
+    def grey_percentiles(self) -> list[float] | None:
+        return self.sidecar.get("grey_percentiles")
+
+    @property
+    def grey_window(self) -> list[float]:
+        return model_window(self.sidecar)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.prediction_path else self.predictor(x)
+
+
+class ScoredInferer(Inferer):
+    """The model's inferer when the model is scored; a file's one-hot slabs pass straight through."""
+
+    def __init__(self, scored: ScoredSource, model_inferer: Inferer) -> None:
+        super().__init__()
+        self.scored, self.model_inferer = scored, model_inferer
+
+    def __call__(self, inputs: torch.Tensor, network, *args, **kwargs) -> torch.Tensor:
+        if self.scored.prediction_path:
+            return network(inputs)
+        return self.model_inferer(inputs, network, *args, **kwargs)
 
 
 def baseline_confusions(train: GreyClassHistogram, test: GreyClassHistogram) -> dict[str, np.ndarray]:
@@ -100,7 +117,7 @@ class EvaluationReport:
         dataset: the test `SlabDataset` the evaluator iterates (in order, batch size 1).
         output_dir: destination of metrics.json, CSVs, figures and volumes.
         class_names: names of the classes, in label order.
-        source: what produced the predictions (checkpoint or prediction file), recorded.
+        source: what produced the predictions (a `ScoredSource`, or its checkpoint or prediction file), recorded.
         write_volumes: write `<stem>.test.prediction.raw` and `<stem>.test.error_volume.raw`.
     """
 
@@ -109,14 +126,14 @@ class EvaluationReport:
         dataset: SlabDataset,
         output_dir: str,
         class_names: list[str],
-        source: str = "",
+        source: ScoredSource | str = "",
         write_volumes: bool = True,
     ) -> None:
         self.dataset = dataset
         self.output_dir = Path(output_dir)
         self.class_names = list(class_names)
         self._windows: dict[int, list[float]] = {}
-        self.source = str(source)
+        self.source = source
         self.write_volumes = as_flag(write_volumes)
         self.summary: dict = {}
 
@@ -197,7 +214,7 @@ class EvaluationReport:
             train_histogram = self.test_histogram
         summary = metrics_summary(self.confusion, self.class_names)
         summary["baselines"] = {name: metrics_summary(c, self.class_names) for name, c in baseline_confusions(train_histogram, self.test_histogram).items()}
-        summary["source"] = self.source
+        summary["source"] = str(getattr(self.source, "source", self.source))
         summary["test_voxels"] = int(self.confusion.sum())
         summary["seconds"] = round(time.perf_counter() - self.start_time, 2)
         self.summary = summary

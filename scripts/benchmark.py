@@ -360,7 +360,7 @@ def _compare(shape: tuple, ckpt_path: str, repeats: int, **overrides) -> dict:
     from monai.networks.nets import BasicUNet
 
     from bundle.checkpoints import load_weights, read_model_sidecar
-    from bundle.data import inference_grey_window
+    from bundle.data import model_window
     from bundle.inference import normalise_grey
     from bundle.io import open_volume
     from bundle.phantom import make_phantom
@@ -369,7 +369,7 @@ def _compare(shape: tuple, ckpt_path: str, repeats: int, **overrides) -> dict:
     make_phantom(work / "data", tuple(shape), seed=12)
     voxels = int(np.prod(shape))
     phantom = str(work / "data" / "phantom.raw")
-    window = inference_grey_window(read_model_sidecar(ckpt_path), phantom)
+    window = model_window(read_model_sidecar(ckpt_path), phantom)
     volume = torch.from_numpy(normalise_grey(open_volume(phantom).read(), window))[None, None]
     model = load_weights(ModularUNet(), ckpt_path).eval()
     plain = SliceInferer(roi_size=(160, 160), sw_batch_size=4, overlap=0.25, mode="gaussian", spatial_dim=0)
@@ -424,13 +424,13 @@ def edges(dataset_dir: str = str(ROOT / "demo"), ckpt_path: str = str(ROOT / "mo
     from monai.inferers import SlidingWindowInferer
 
     from bundle.checkpoints import load_weights, read_model_sidecar
-    from bundle.data import inference_grey_window, load_dataset_description
+    from bundle.data import load_dataset_description, model_window
     from bundle.inference import OverlapTileInferer, context_margin, normalise_grey
     from bundle.networks import inference_ready
 
     entry = load_dataset_description(dataset_dir)[0]
     (z0, z1), = entry.ranges("test")
-    window = inference_grey_window(read_model_sidecar(ckpt_path), str(entry.image_path))
+    window = model_window(read_model_sidecar(ckpt_path), str(entry.image_path))
     image = torch.from_numpy(normalise_grey(entry.image().read(z0, z1), window))[:, None]
     label = entry.label().read(z0, z1)
     net = inference_ready(load_weights(ModularUNet(), ckpt_path), True, True)

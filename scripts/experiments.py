@@ -31,13 +31,12 @@ import hashlib
 import json
 import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from bundle.cli import run_commands
 from bundle.figures import save_figure
+from bundle.launcher import command_line, run_bundle
 from bundle.variants import ablation_overlays, network_kwargs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,32 +109,8 @@ def _config_paths(workflow: str, variant: str, overlays: list[str]) -> list[Path
     return files + [CONFIGS / name for name in overlays]
 
 
-def _config_files(workflow: str, variant: str, overlays: list[str]) -> str:
-    return "[" + ",".join(f"'{f}'" for f in _config_paths(workflow, variant, overlays)) + "]"
-
-
-def _cli(overrides: dict) -> list[str]:
-    args = []
-    for key, value in overrides.items():
-        args += [f"--{key}", value if isinstance(value, str) else repr(value)]
-    return args
-
-
 def _bundle(workflow: str, variant: str, overlays: list[str], overrides: dict, log: Path) -> None:
-    command = [
-        sys.executable,
-        "-m",
-        "monai.bundle",
-        "run",
-        workflow,
-        "--config_file",
-        _config_files(workflow, variant, overlays),
-        *_cli(overrides),
-    ]
-    with open(log, "w") as out:
-        result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT)
-    if result.returncode:
-        raise RuntimeError(f"{workflow} failed (exit {result.returncode}); see {log}")
+    run_bundle(workflow, _config_paths(workflow, variant, overlays), overrides, log)
 
 
 def _parameters(variant: str, network: dict) -> int:
@@ -497,7 +472,7 @@ def shipped(
         overrides = {"dataset_dir": str(data), "output_dir": str(out), "ckpt_path": str(ckpt_path), "write_volumes": False}
         _bundle("evaluate", "2d", [], overrides, out.parent / f"{data.name}.log")
         metrics = json.loads((out / "metrics.json").read_text())
-        command = "python -m monai.bundle run evaluate --config_file \"['configs/inference.json','configs/evaluate.json']\" " + " ".join(_cli(overrides))
+        command = "python -m monai.bundle run evaluate --config_file \"['configs/inference.json','configs/evaluate.json']\" " + " ".join(command_line(overrides))
         result["volumes"].append({"name": name, "phantom": {"shape": list(shape), "seed": seed}, "command": command, "metrics": metrics})
         print(f"{name}: mean IoU {metrics['mean_iou']:.4f}")
     text = json.dumps(result, indent=1) + "\n"

@@ -26,6 +26,13 @@ def export_cache(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session", autouse=True)
+def in_process_studies() -> None:
+    """Studies run their workflows in the test's interpreter (and in a script's, for scripts the tests start):
+    dozens of tiny runs then skip MONAI's start-up each (`bundle.launcher`)."""
+    os.environ["XCT_IN_PROCESS"] = "1"
+
+
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
     """A 48x64x64 phantom with dataset.json (train 32 slices, val 3, test 7)."""

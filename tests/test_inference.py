@@ -105,16 +105,18 @@ def failing(*args):
     return result.stdout + result.stderr
 
 
-def test_config_workflow_infer_properties(tiny_dataset, models, tmp_path):
+def test_config_workflow_infer_properties_with_no_scan_on_disk(tmp_path, monkeypatch):
+    """A client checks the shipped inference workflow before any scan exists: nothing is read, exported, timed or written."""
     from monai.bundle import ConfigWorkflow
 
+    monkeypatch.setenv("XCT_CACHE_DIR", str(tmp_path / "cache"))
     workflow = ConfigWorkflow(
         config_file=str(CONFIGS / "inference.json"), meta_file=str(CONFIGS / "metadata.json"), workflow_type="infer",
-        input_path=str(tiny_dataset / "phantom.raw"), output_dir=str(tmp_path / "never"), ckpt_path=str(models["2d"]), **{"network_def#f0": 4},
+        input_path=str(tmp_path / "no_such_scan.raw"), output_dir=str(tmp_path / "never"),
     )
     workflow.initialize()
     assert not workflow.check_properties()
-    assert not (tmp_path / "never").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_an_app_injects_its_data_list_and_a_list_of_two_is_refused(tiny_dataset, models, tmp_path):

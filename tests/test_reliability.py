@@ -112,7 +112,7 @@ def test_booleans_in_every_config_accept_false_in_any_spelling(tiny_dataset, tmp
         parser = ConfigParser(config)
         parser.update({"input_path": str(tiny_dataset / "phantom.raw"), "output_dir": str(tmp_path), "ckpt_path": str(model),
                        "network_def#f0": 4, **{k: spelling for k in booleans}})
-        network = parser.get_parsed_content("torch_network")
+        network = parser.get_parsed_content("predictor").torch_network
         assert any(isinstance(m, torch.nn.BatchNorm2d) for m in network.modules()), f"--fold_bn {spelling} still folded"
         wide = next(m for m in network.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.shape[1] > 1)
         assert wide.weight.is_contiguous(), f"--channels_last {spelling} still converted the network"

@@ -11,9 +11,10 @@ from .description import (
     paper_split,
     write_dataset_description,
 )
-from .grey import WindowedVolume, grey_window, inference_grey_window, volume_window, windowed
+from .grey import GreyWindowd, WindowedVolume, grey_window, model_window, volume_window, windowed
 
 __all__ = [
+    "GreyWindowd",
     "IGNORE_LABEL",
     "SPLITS",
     "DatasetError",
@@ -23,7 +24,7 @@ __all__ = [
     "WindowedVolume",
     "check_label_values",
     "grey_window",
-    "inference_grey_window",
+    "model_window",
     "load_dataset_description",
     "paper_split",
     "read_with_halo",

@@ -11,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from monai.transforms import MapTransform, ScaleIntensityRanged
 
 from ..io import Volume
 from .description import DatasetError, VolumeEntry
 
-__all__ = ["WindowedVolume", "grey_window", "inference_grey_window", "volume_window", "windowed"]
+__all__ = ["GreyWindowd", "WindowedVolume", "grey_window", "model_window", "volume_window", "windowed"]
 
 
 def grey_window(entries: Sequence[VolumeEntry], split: str = "train", samples: int = 8, percentiles: Sequence[float] | None = None) -> list[float]:
@@ -78,9 +79,30 @@ def windowed(volume: Volume, percentiles: Sequence[float] | None, window: Sequen
     return WindowedVolume(volume, window if window is not None else volume_window(volume, percentiles))
 
 
-def inference_grey_window(sidecar: dict, input_path: str) -> list[float]:
-    """The window inference maps to [0, 1]: the model's, or the input volume's own percentiles for a model trained so."""
+def model_window(sidecar: dict, input_path: str | None = None) -> list[float]:
+    """The grey rule: the window the preprocessing maps to [0, 1] for a model with this sidecar.
+
+    A model trained on a fixed window gets that window. A model trained on per-volume percentiles
+    gets the input volume's own percentiles when the preprocessing sees raw grey values
+    (`input_path`, inference), and [0, 1] when the dataset already windowed each volume
+    (evaluation and training: `SlabDataset` / `CropDataset` with `grey_percentiles`).
+    """
     from ..io import open_volume
 
     percentiles = sidecar.get("grey_percentiles")
-    return list(sidecar["grey_window"]) if percentiles is None else volume_window(open_volume(input_path), percentiles)
+    if percentiles is None:
+        return [float(v) for v in sidecar["grey_window"]]
+    return volume_window(open_volume(input_path), percentiles) if input_path is not None else [0.0, 1.0]
+
+
+class GreyWindowd(MapTransform):
+    """MONAI's `ScaleIntensityRanged` (to [0, 1], clipped) with the window of `source` (anything with a
+    `grey_window`: a `Predictor`, a `ScoredSource`), read when the first item arrives, not when the config is built."""
+
+    def __init__(self, keys, source) -> None:
+        super().__init__(keys)
+        self.source = source
+
+    def __call__(self, data: dict) -> dict:
+        low, high = self.source.grey_window
+        return ScaleIntensityRanged(self.keys, float(low), float(high), 0.0, 1.0, clip=True)(data)

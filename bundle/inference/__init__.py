@@ -3,6 +3,7 @@
 from .autocast import AutocastInferer
 from .calibration import calibration_batches
 from .postprocessing import NormalisedEntropyd
+from .predictor import Predictor, PredictorInferer
 from .streamed import (
     ResumeMismatchError,
     StreamedSegmentation,
@@ -19,6 +20,8 @@ __all__ = [
     "calibration_batches",
     "OverlapTileInferer",
     "NormalisedEntropyd",
+    "Predictor",
+    "PredictorInferer",
     "ResumeMismatchError",
     "context_margin",
     "receptive_radius",

@@ -32,6 +32,7 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import ignite.distributed as idist
 import monai
@@ -61,6 +62,9 @@ from ..io.chunked_writer import write_hdf5, write_ome_zarr
 from ..io.raw import RawVolume
 from .resume import SlabProgress, digest, pwrite_all
 from .roi import validated_roi
+
+if TYPE_CHECKING:
+    from .predictor import Predictor
 
 __all__ = ["ResumeMismatchError", "StreamedSegmentation", "StreamedSlabDataset", "StreamedWriter", "normalise_grey", "single_image"]
 
@@ -94,11 +98,13 @@ def single_image(data: Sequence[dict] | str | os.PathLike) -> str:
 class StreamedSegmentation:
     """The plan and the output files of one streamed segmentation.
 
-    Nothing is written until `prepare()` (called when the evaluator starts), so building it
-    (e.g. in `ConfigWorkflow.check_properties`) has no side effect.
+    Building it reads nothing: the volume is opened and the slabs planned on first use (when the
+    evaluator starts), and nothing is written until `prepare()`, so a config resolves
+    (`ConfigWorkflow.check_properties`) with no scan on disk.
 
     Args:
-        input_path: the volume (.raw + .raw.info, .tif/.tiff or a TIFF folder, .nii/.nii.gz, .h5[::dataset], .zarr).
+        input_path: the volume (.raw + .raw.info, .tif/.tiff or a TIFF folder, .nii/.nii.gz, .h5[::dataset], .zarr), or
+            the MONAI data list of it that an app injects (`[{"image": path}]`).
         output_dir: where outputs go.
         slab: output slices per slab (memory grows linearly with it), or "auto": as many as fit in
             `slab_voxels` (at least 1, at most 64), so that memory does not grow with the plane size.
@@ -119,6 +125,8 @@ class StreamedSegmentation:
             whole-volume run gives it.
         size_multiple: the network's 2**u_depth.
         class_names: names of the classes, written with the labels of a .zarr output.
+        predictor: the `Predictor` whose provenance (model, grey window, backend) and runtime are recorded
+            beside `provenance` and `runtime`.
     """
 
     def __init__(
@@ -140,8 +148,49 @@ class StreamedSegmentation:
         margin: int = 0,
         size_multiple: int = 8,
         class_names: Sequence[str] | None = None,
+        predictor: Predictor | None = None,
     ) -> None:
-        self.input_path = Path(input_path)
+        self._arguments = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        self._planned = False
+
+    PLANNED = frozenset((
+        "input_path", "volume", "output_dir", "z_halo", "num_classes", "output_ext", "prob_dtype", "class_names", "box", "shape",
+        "slab", "outputs", "provenance_path", "progress_dir", "progress", "slabs", "provenance", "runtime", "overwrite", "margin",
+        "context", "facts", "fingerprint", "done", "computed", "_started",
+    ))
+
+    def __getattr__(self, name: str):
+        """Plan on the first use of anything that needs the volume (`volume`, `box`, `slabs`, `outputs`, ...);
+        other names (what MONAI's `set_rnd` or pickling probe for) are simply absent."""
+        if name not in self.PLANNED or self.__dict__.get("_planned", True):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        self._planned = True
+        self._plan(**self._arguments)
+        return getattr(self, name)
+
+    def _plan(
+        self,
+        input_path: str | os.PathLike,
+        output_dir: str | os.PathLike,
+        slab: int | str = "auto",
+        slab_voxels: int = 8 * 2**20,
+        z_halo: int = 0,
+        roi: Sequence[Sequence[int]] | None = None,
+        num_classes: int = 3,
+        save_probabilities: bool = False,
+        save_uncertainty: bool = True,
+        output_ext: str = ".raw",
+        prob_dtype: str = "uint8",
+        provenance: dict | None = None,
+        runtime: dict | None = None,
+        overwrite: bool = False,
+        margin: int = 0,
+        size_multiple: int = 8,
+        class_names: Sequence[str] | None = None,
+        predictor: Predictor | None = None,
+    ) -> None:
+        """Open the volume, check the settings and plan the slabs: what `__init__` leaves for the first use."""
+        self.input_path = Path(single_image(input_path))
         self.volume = open_volume(self.input_path)
         self.output_dir = Path(output_dir)
         self.z_halo = int(z_halo)
@@ -175,8 +224,8 @@ class StreamedSegmentation:
         self.progress_dir = self.output_dir / f".{stem}.progress"
         self.progress = SlabProgress(self.progress_dir)
         self.slabs = [(z, min(z + self.slab, self.box[0].stop)) for z in range(self.box[0].start, self.box[0].stop, self.slab)]
-        self.provenance = dict(provenance or {})
-        self.runtime = dict(runtime or {})
+        self.provenance = {**(predictor.provenance() if predictor else {}), **(provenance or {})}
+        self.runtime = dict(runtime or {}) or ({**predictor.runtime.as_dict(), "backend": predictor.backend.as_dict()} if predictor else {})
         self.overwrite = as_flag(overwrite)
         self.margin = int(margin)
         self.context = [self._context(axis, int(size_multiple)) for axis in (1, 2)]
@@ -487,8 +536,10 @@ class StreamedSegmentation:
 class StreamedSlabDataset(torch.utils.data.Dataset):
     """The pending slabs of a `StreamedSegmentation`, each {"image": [1, Z + 2*halo, Y, X], "slab": index}.
 
-    The plan is the slabs still to do, read from the progress markers (without writing) when
-    Ignite first asks for the dataset's length, so a resumed epoch is exactly the pending slabs.
+    The plan is the slabs still to do, read from the progress markers (without writing) when the
+    run starts, so a resumed epoch is exactly the pending slabs. Before that the dataset has no
+    length (`len` raises `TypeError`, which MONAI's Workflow takes as "unknown"), so building the
+    evaluator reads no volume.
     `transform` is the bundle's `preprocessing` (MONAI dictionary transforms on "image"), the
     same chain evaluation applies.
     """
@@ -497,6 +548,7 @@ class StreamedSlabDataset(torch.utils.data.Dataset):
         self.stream = stream
         self.transform = transform
         self.indices: list[int] | None = None
+        self.started = False
 
     def _plan(self) -> list[int]:
         if self.indices is None:
@@ -504,6 +556,8 @@ class StreamedSlabDataset(torch.utils.data.Dataset):
         return self.indices
 
     def __len__(self) -> int:
+        if not self.started:  # MONAI's Workflow asks at construction; without a length it leaves the epoch to Ignite
+            raise TypeError("the pending slabs are known once the run starts (StreamedWriter.started)")
         return len(self._plan())
 
     def __getitem__(self, i: int) -> dict:
@@ -543,6 +597,7 @@ class StreamedWriter:
         engine.add_event_handler(Events.EXCEPTION_RAISED, self.failed)
 
     def started(self, engine: Engine | None) -> None:
+        self.dataset.started = True
         self.stream.prepare()
         pending = self.dataset._plan()
         if self.progress and idist.get_rank() == 0:
@@ -551,6 +606,14 @@ class StreamedWriter:
             plane = self.stream.shape[1] * self.stream.shape[2]
             total = sum(self.stream.slabs[i][1] - self.stream.slabs[i][0] for i in pending) * plane
             self._bar = tqdm(total=total, unit="vox", unit_scale=True, desc=f"segmenting {self.stream.input_path.name}")
+
+    def run(self, evaluator: Engine) -> None:
+        """Run `evaluator` over the pending slabs, or only prepare and finalise when none is left."""
+        self.dataset.started = True
+        if len(self.dataset):
+            evaluator.run()
+        else:
+            self.run_without_slabs()
 
     def run_without_slabs(self) -> None:
         """Prepare and finalise when this rank has no slab left to segment (an earlier session did them all).
