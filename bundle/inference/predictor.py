@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from functools import cached_property, partial
+from functools import cached_property
 
 import torch
 from monai.inferers import Inferer
@@ -115,14 +115,17 @@ class Predictor(torch.nn.Module):
     @cached_property
     def backend(self) -> Backend:
         hparams = self.network_def.hparams
-        calibration = partial(
-            calibration_batches, path=self.calibration_path or self.input_path, grey_window=self.grey_window,
-            in_channels=hparams["in_channels"], spatial_dims=hparams["spatial_dims"], roi_size=self.roi_size,
-            size_multiple=2 ** hparams["u_depth"],
-        )
         return resolve_backend(
             self.requested_backend, self.torch_network, self.runtime, self.model_sha256, hparams["in_channels"],
-            hparams["spatial_dims"], self.roi_size, calibration,
+            hparams["spatial_dims"], self.roi_size, self._calibration_batches,
+        )
+
+    def _calibration_batches(self):
+        """int8 calibration samples of the calibration volume (the input by default), read only when int8 asks."""
+        hparams = self.network_def.hparams
+        return calibration_batches(
+            path=self.calibration_path or self.input_path, grey_window=self.grey_window, in_channels=hparams["in_channels"],
+            spatial_dims=hparams["spatial_dims"], roi_size=self.roi_size, size_multiple=2 ** hparams["u_depth"],
         )
 
     def provenance(self) -> dict:
