@@ -241,9 +241,18 @@ def flops(variant: str = "2d", f0: int = 16, size: int = 160) -> None:
     )
 
 
-def _matmul_flops(size: int, dtype: torch.dtype, repeats: int) -> float:
-    a, b = torch.rand(size, size, dtype=dtype), torch.rand(size, size, dtype=dtype)
-    torch.mm(a, b)
+def _matmul_flops(size: int, dtype: torch.dtype, repeats: int, budget_s: float = 3.0) -> float:
+    """FLOP/s of a square matrix product of up to `size`: from 256 the size doubles while `repeats` products of the
+    next size would fit in `budget_s`, so a dtype the CPU only emulates (bf16 on AVX2: minutes at 2048) takes seconds."""
+    n = min(256, size)
+    while True:
+        a, b = torch.rand(n, n, dtype=dtype), torch.rand(n, n, dtype=dtype)
+        start = time.perf_counter()
+        torch.mm(a, b)
+        if n >= size or 8 * (time.perf_counter() - start) * repeats > budget_s:
+            break
+        n *= 2
+    size = n
     times = []
     for _ in range(repeats):
         start = time.perf_counter()

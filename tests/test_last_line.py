@@ -72,6 +72,7 @@ def cases(tiny_dataset, models, tmp_path_factory):
         "roi reversed": (inference("o9", phantom, models["2d"], "--roi", "[[8,4],[0,64],[0,64]]"),
                          "error: SettingError: --roi axis z is [8, 4]: its start must be below its stop."),
         "roi of two axes": (inference("o10", phantom, models["2d"], "--roi", "[[0,8],[0,64]]"), "error: SettingError: --roi has 2 axes"),
+        "unknown adaptation": (inference("o15", phantom, models["2d"], "--adapt", "banana"), "error: SettingError: --adapt must be one of none, bn, got 'banana'."),
         "roi not a box": (inference("o11", phantom, models["2d"], "--roi", "banana"), "error: SettingError: --roi must be three [start, stop] pairs"),
         "roi outside the volume": (inference("o12", phantom, models["2d"], "--roi", "[[0,300],[0,64],[0,64]]"),
                                    f"error: SettingError: --roi axis z [0, 300] is outside {phantom}, whose z size is 48"),

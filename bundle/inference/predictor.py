@@ -20,8 +20,10 @@ from functools import cached_property
 import torch
 from monai.inferers import Inferer
 
+from ..adaptation import ADAPTATIONS, adapt_batch_norm
 from ..checkpoints import file_sha256, load_weights, read_model_sidecar
 from ..data.grey import model_window
+from ..errors import SettingError
 from ..networks import inference_ready
 from ..runtime import Backend, Runtime, resolve_backend, resolve_runtime
 from .autocast import AutocastInferer
@@ -57,6 +59,8 @@ class Predictor(torch.nn.Module):
         fold_bn, channels_last: inference-ready network options.
         roi_size: the tile size the backends are timed on.
         calibration_path: the volume int8 is calibrated on (default: the input).
+        adapt: "none", or "bn" to re-estimate the batch-norm statistics on slices of the input before folding
+            (`bundle.adaptation`): label-free adaptation to a scan unlike the training data.
         ckpt_hint: how to get a checkpoint, said when it is missing.
     """
 
@@ -76,12 +80,16 @@ class Predictor(torch.nn.Module):
         roi_size: Sequence[int] = (512, 512),
         calibration_path: str | os.PathLike | None = None,
         ckpt_hint: str = "",
+        adapt: str = "none",
     ) -> None:
+        if adapt not in ADAPTATIONS:
+            raise SettingError(f"--adapt must be one of {', '.join(ADAPTATIONS)}, got {adapt!r}.")
         super().__init__()
         self.ckpt_path, self.network_def, self.data, self.variant = str(ckpt_path), network_def, data, variant
         self.device, self.precision, self.requested_backend = device, precision, backend
         self.threads, self.num_workers, self.fold_bn, self.channels_last = threads, num_workers, fold_bn, channels_last
         self.roi_size, self.calibration_path, self.ckpt_hint = list(roi_size), calibration_path, ckpt_hint
+        self.adapt = adapt
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.backend.network(x)
@@ -109,8 +117,10 @@ class Predictor(torch.nn.Module):
     @cached_property
     def torch_network(self) -> torch.nn.Module:
         self.sidecar  # noqa: B018 - a sidecar of another variant is refused before any weight is loaded
-        network = load_weights(self.network_def, self.ckpt_path, self.ckpt_hint)
-        return inference_ready(network, self.fold_bn, self.channels_last).to(self.runtime.device)
+        network = load_weights(self.network_def, self.ckpt_path, self.ckpt_hint).to(self.runtime.device)
+        if self.adapt == "bn":
+            adapt_batch_norm(network, self._scan_batches(self.input_path)[0])
+        return inference_ready(network, self.fold_bn, self.channels_last)
 
     @cached_property
     def backend(self) -> Backend:
@@ -122,10 +132,14 @@ class Predictor(torch.nn.Module):
 
     def _calibration_batches(self):
         """int8 calibration samples of the calibration volume (the input by default), read only when int8 asks."""
+        return self._scan_batches(self.calibration_path or self.input_path)
+
+    def _scan_batches(self, path):
+        """Network inputs from evenly spaced slices of `path`, grey-normalised as inference normalises them."""
         hparams = self.network_def.hparams
         return calibration_batches(
-            path=self.calibration_path or self.input_path, grey_window=self.grey_window, in_channels=hparams["in_channels"],
-            spatial_dims=hparams["spatial_dims"], roi_size=self.roi_size, size_multiple=2 ** hparams["u_depth"],
+            path=path, grey_window=self.grey_window, in_channels=hparams["in_channels"], spatial_dims=hparams["spatial_dims"],
+            roi_size=self.roi_size, size_multiple=2 ** hparams["u_depth"],
         )
 
     def provenance(self) -> dict:
@@ -142,4 +156,5 @@ class Predictor(torch.nn.Module):
             "backend": self.backend.name,
             "fold_bn": self.fold_bn,
             "channels_last": self.channels_last,
+            "adapt": self.adapt,
         }

@@ -169,25 +169,8 @@ class StreamedSegmentation:
         return getattr(self, name)
 
     def _plan(
-        self,
-        input_path: str | os.PathLike,
-        output_dir: str | os.PathLike,
-        slab: int | str = "auto",
-        slab_voxels: int = 8 * 2**20,
-        z_halo: int = 0,
-        roi: Sequence[Sequence[int]] | None = None,
-        num_classes: int = 3,
-        save_probabilities: bool = False,
-        save_uncertainty: bool = True,
-        output_ext: str = ".raw",
-        prob_dtype: str = "uint8",
-        provenance: dict | None = None,
-        runtime: dict | None = None,
-        overwrite: bool = False,
-        margin: int = 0,
-        size_multiple: int = 8,
-        class_names: Sequence[str] | None = None,
-        predictor: Predictor | None = None,
+        self, input_path, output_dir, slab, slab_voxels, z_halo, roi, num_classes, save_probabilities, save_uncertainty,
+        output_ext, prob_dtype, provenance, runtime, overwrite, margin, size_multiple, class_names, predictor,
     ) -> None:
         """Open the volume, check the settings and plan the slabs: what `__init__` leaves for the first use."""
         self.input_path = Path(single_image(input_path))

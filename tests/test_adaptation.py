@@ -1,0 +1,36 @@
+"""Label-free adaptation: batch-norm statistics re-estimated on the scan, through the inference workflow."""
+
+import json
+
+import numpy as np
+import torch
+from conftest import run_workflow
+
+from bundle.adaptation import adapt_batch_norm
+from bundle.io import open_volume
+from bundle.networks import ModularUNet
+
+
+def test_batch_norm_statistics_become_those_of_the_scan_and_nothing_else_trains():
+    torch.manual_seed(0)
+    net = ModularUNet(f0=4)
+    first = next(m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    seen = []
+    first.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].detach()))
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(3.0, 2.0, (2, 1, 32, 32)).astype(np.float32) for _ in range(3)]
+    weights = {k: v.clone() for k, v in net.state_dict().items() if "running" not in k and "num_batches" not in k}
+    adapt_batch_norm(net, batches)
+    features = torch.cat(seen)
+    torch.testing.assert_close(first.running_mean, features.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)
+    assert first.momentum == 0.5 and not net.training and not any(m.training for m in net.modules())
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in weights.items())
+
+
+def test_inference_with_adapt_bn_records_it_and_changes_the_labels(tiny_dataset, models, tmp_path):
+    for adapt in ("none", "bn"):
+        run_workflow("inference", ["inference.json"], input_path=tiny_dataset / "phantom.raw", output_dir=tmp_path / adapt,
+                     ckpt_path=models["2d"], adapt=adapt)
+    assert json.loads((tmp_path / "bn" / "phantom.provenance.json").read_text())["adapt"] == "bn"
+    plain, adapted = (open_volume(tmp_path / a / "phantom.seg.raw").read() for a in ("none", "bn"))
+    assert (plain != adapted).mean() > 0.01
