@@ -25,6 +25,7 @@ from .baselines import GreyClassHistogram, grey_bins
 from .checkpoints import DEFAULT_SIDECAR
 from .data.crops import SlabDataset
 from .data.grey import model_window, volume_window
+from .errors import SettingError
 from .figures import class_histogram_figure, confusion_figure, overlay_figure
 from .flags import as_flag
 from .inference import Predictor
@@ -57,6 +58,11 @@ class ScoredSource(torch.nn.Module):
     """
 
     def __init__(self, prediction_path: str | os.PathLike | None, predictor: Predictor) -> None:
+        if predictor.adapt != "none" and not prediction_path:
+            raise SettingError(
+                f"--adapt {predictor.adapt} adapts the model to one scan; evaluation scores every test range of the dataset. "
+                "Segment the scan with run inference --adapt and score that file with --prediction_path."
+            )
         super().__init__()
         self.prediction_path = str(prediction_path) if prediction_path else None
         self.predictor = predictor
