@@ -13,6 +13,8 @@ inferer in the backend's precision; it holds the `grey_window` the preprocessing
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Callable, Sequence
 from functools import cached_property
@@ -119,14 +121,26 @@ class Predictor(torch.nn.Module):
         self.sidecar  # noqa: B018 - a sidecar of another variant is refused before any weight is loaded
         network = load_weights(self.network_def, self.ckpt_path, self.ckpt_hint).to(self.runtime.device)
         if self.adapt == "bn":
-            adapt_batch_norm(network, self._scan_batches(self.input_path)[0])
+            batches, facts = self._scan_batches(self.input_path)
+            adapt_batch_norm(network, batches)
+            self.adaptation = facts
         return inference_ready(network, self.fold_bn, self.channels_last)
+
+    @property
+    def model_key(self) -> str:
+        """What identifies the weights that run: the checkpoint's sha256, or with adaptation that and the scan's
+        samples, so exported models and backend timings are cached per adapted scan, never shared with the plain model."""
+        if self.adapt == "none":
+            return self.model_sha256
+        self.torch_network  # noqa: B018 - builds and adapts the network, which records the scan's samples
+        facts = json.dumps([self.model_sha256, self.adapt, self.adaptation], sort_keys=True, default=str)
+        return hashlib.sha256(facts.encode()).hexdigest()
 
     @cached_property
     def backend(self) -> Backend:
         hparams = self.network_def.hparams
         return resolve_backend(
-            self.requested_backend, self.torch_network, self.runtime, self.model_sha256, hparams["in_channels"],
+            self.requested_backend, self.torch_network, self.runtime, self.model_key, hparams["in_channels"],
             hparams["spatial_dims"], self.roi_size, self._calibration_batches,
         )
 
