@@ -370,7 +370,7 @@ def _compare(shape: tuple, ckpt_path: str, repeats: int, **overrides) -> dict:
 
     from bundle.checkpoints import load_weights, read_model_sidecar
     from bundle.data import model_window
-    from bundle.inference import normalise_grey
+    from bundle.data.grey import normalise_grey
     from bundle.io import open_volume
     from bundle.phantom import make_phantom
 
@@ -434,7 +434,8 @@ def edges(dataset_dir: str = str(ROOT / "demo"), ckpt_path: str = str(ROOT / "mo
 
     from bundle.checkpoints import load_weights, read_model_sidecar
     from bundle.data import load_dataset_description, model_window
-    from bundle.inference import OverlapTileInferer, context_margin, normalise_grey
+    from bundle.data.grey import normalise_grey
+    from bundle.inference import OverlapTileInferer, context_margin
     from bundle.networks import inference_ready
 
     entry = load_dataset_description(dataset_dir)[0]

@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import CONFIGS, ROOT, VARIANT_NETS, config_list, infer
 
-from bundle.inference import normalise_grey
+from bundle.data.grey import normalise_grey
 from bundle.io import open_volume
 from bundle.networks import ModularUNet
 from bundle.phantom import make_phantom

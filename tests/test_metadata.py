@@ -68,7 +68,7 @@ def test_shipped_torchscript_gives_the_labels_of_the_shipped_weights(tiny_datase
     from conftest import ROOT
 
     from bundle.checkpoints import load_weights
-    from bundle.inference import normalise_grey
+    from bundle.data.grey import normalise_grey
     from bundle.io import open_volume
     from bundle.networks import ModularUNet
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from monai.transforms import MapTransform, ScaleIntensityRanged
+from monai.transforms import MapTransform, ScaleIntensityRange, ScaleIntensityRanged
 
 from ..io import Volume
 from .description import DatasetError, VolumeEntry
 
-__all__ = ["GreyWindowd", "WindowedVolume", "grey_window", "model_window", "volume_window", "windowed"]
+__all__ = ["GreyWindowd", "WindowedVolume", "grey_window", "model_window", "normalise_grey", "volume_window", "windowed"]
 
 
 def grey_window(entries: Sequence[VolumeEntry], split: str = "train", samples: int = 8, percentiles: Sequence[float] | None = None) -> list[float]:
@@ -93,6 +93,12 @@ def model_window(sidecar: dict, input_path: str | None = None) -> list[float]:
     if percentiles is None:
         return [float(v) for v in sidecar["grey_window"]]
     return volume_window(open_volume(input_path), percentiles) if input_path is not None else [0.0, 1.0]
+
+
+def normalise_grey(data: np.ndarray, window: Sequence[float]) -> np.ndarray:
+    """Map the grey window [low, high] to [0, 1], clipping: MONAI's `ScaleIntensityRange`, the configs' transform."""
+    scale = ScaleIntensityRange(float(window[0]), float(window[1]), 0.0, 1.0, clip=True, dtype=np.float32)
+    return np.asarray(scale(data.astype(np.float32)))
 
 
 class GreyWindowd(MapTransform):

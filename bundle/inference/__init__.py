@@ -9,7 +9,6 @@ from .streamed import (
     StreamedSegmentation,
     StreamedSlabDataset,
     StreamedWriter,
-    normalise_grey,
     single_image,
 )
 from .tiles import OverlapTileInferer, context_margin, receptive_radius, tile_plan
@@ -29,7 +28,6 @@ __all__ = [
     "StreamedSlabDataset",
     "StreamedWriter",
     "ZStackInferer",
-    "normalise_grey",
     "single_image",
     "tile_plan",
 ]

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..data.grey import normalise_grey
 from ..io import open_volume
-from .streamed import normalise_grey
 
 __all__ = ["calibration_batches"]
 

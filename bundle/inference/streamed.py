@@ -39,7 +39,6 @@ import monai
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
-from monai.transforms import ScaleIntensityRange
 from monai.utils import convert_to_tensor
 
 from ..data.crops import read_with_halo
@@ -66,7 +65,7 @@ from .roi import validated_roi
 if TYPE_CHECKING:
     from .predictor import Predictor
 
-__all__ = ["ResumeMismatchError", "StreamedSegmentation", "StreamedSlabDataset", "StreamedWriter", "normalise_grey", "single_image"]
+__all__ = ["ResumeMismatchError", "StreamedSegmentation", "StreamedSlabDataset", "StreamedWriter", "single_image"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,12 +76,6 @@ class ResumeMismatchError(RuntimeError):
 
 def _gib(size: float) -> str:
     return f"{size / 2**30:.2f} GiB"
-
-
-def normalise_grey(data: np.ndarray, window: Sequence[float]) -> np.ndarray:
-    """Map the grey window [low, high] to [0, 1], clipping: MONAI's `ScaleIntensityRange`, the configs' transform."""
-    scale = ScaleIntensityRange(float(window[0]), float(window[1]), 0.0, 1.0, clip=True, dtype=np.float32)
-    return np.asarray(scale(data.astype(np.float32)))
 
 
 def single_image(data: Sequence[dict] | str | os.PathLike) -> str:
