@@ -6,7 +6,7 @@
 
 from pathlib import Path
 
-from . import backends, checkpoints, data, errors, inference, io, losses, metrics, networks, runtime
+from . import backends, checkpoints, data, errors, inference, io, losses, metrics, networks, runtime, schedules
 
 BUNDLE_ROOT = str(Path(__file__).resolve().parent.parent)
 errors.install_cause_hook()

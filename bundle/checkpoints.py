@@ -41,14 +41,16 @@ class CheckpointError(RuntimeError):
     """A checkpoint that is missing or does not fit the network."""
 
 
-def load_weights(network: torch.nn.Module, path: str | os.PathLike | None, hint: str = "") -> torch.nn.Module:
-    """Load a state dict into `network`, every key and shape matching, or raise naming the file.
+def load_weights(
+    network: torch.nn.Module, path: str | os.PathLike | None, hint: str = "", device: torch.device | str | None = None
+) -> torch.nn.Module:
+    """Load a state dict into `network`, every key and shape matching, or raise naming the file; then move it to `device`.
 
-    `path` None leaves the network as it is (no pretrained weights). A full training
+    `path` None leaves the weights as they are (no pretrained weights). A full training
     checkpoint (a dict with a "model" entry) is accepted too.
     """
     if path is None or str(path) == "":
-        return network
+        return network if device is None else network.to(device)
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found. {hint}".strip())
@@ -73,7 +75,7 @@ def load_weights(network: torch.nn.Module, path: str | os.PathLike | None, hint:
         )
     target.load_state_dict(state, strict=True)
     logger.info("loaded all %d tensors of %s", len(own), path)
-    return network
+    return network if device is None else network.to(device)
 
 
 def file_sha256(path: str | os.PathLike, hint: str = "") -> str:
@@ -136,32 +138,39 @@ def pretrained_grey_percentiles(pretrained: str | os.PathLike | None) -> list[fl
 class ModelSidecarWriter:
     """Writes `model.json` into the checkpoint folder when training starts (rank 0 only).
 
+    The grey rule is read from `grey` then, not when the config is built, so a config resolves with
+    no data on disk and a dataset without its files fails before the first step.
+
     Args:
         ckpt_dir: folder of `model.pt`.
-        grey_window: [low, high] grey values mapped to [0, 1].
-        grey_percentiles: each volume's own percentiles mapped to [0, 1] first (`bundle.data.grey`), or None.
-        network: hyperparameters of the network (the config's `network_def` without its target).
+        grey: the training data's grey rule (`bundle.data.DatasetGrey`): its `grey_window`, [low, high] grey
+            values mapped to [0, 1], and `grey_percentiles`, each volume's own percentiles mapped first, or None.
+        network: the network trained (its `hparams` go into the sidecar).
         variant: "2d", "2.5d" or "3d".
-        runtime: how training computed (`bundle.runtime.Runtime.as_dict()`): device, precision, CPU class.
+        runtime: how training computed (`bundle.runtime.Runtime`): device, precision, CPU class.
     """
 
-    def __init__(
-        self, ckpt_dir: str, grey_window: list[float], network: dict, variant: str, runtime: dict | None = None,
-        grey_percentiles: list[float] | None = None,
-    ) -> None:
+    def __init__(self, ckpt_dir: str, grey, network: torch.nn.Module, variant: str, runtime=None) -> None:
         self.path = Path(ckpt_dir) / "model.json"
-        self.content = {"grey_window": [float(v) for v in grey_window], "network": network, "variant": variant}
-        if grey_percentiles is not None:
-            self.content["grey_percentiles"] = [float(v) for v in grey_percentiles]
-        if runtime is not None:
-            self.content["training_runtime"] = runtime
+        self.grey, self.runtime = grey, runtime
+        self.hparams = dict((network.module if hasattr(network, "module") else network).hparams)
+        self.variant = variant
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self)
 
+    def content(self) -> dict:
+        content = {"grey_window": [float(v) for v in self.grey.grey_window], "network": self.hparams, "variant": self.variant}
+        if self.grey.grey_percentiles is not None:
+            content["grey_percentiles"] = [float(v) for v in self.grey.grey_percentiles]
+        if self.runtime is not None:
+            content["training_runtime"] = self.runtime.as_dict()
+        return content
+
     def __call__(self, engine: Engine) -> None:
+        content = self.content()
         if idist.get_rank() == 0:
-            write_atomically(self.path, json.dumps(self.content, indent=2) + "\n")
+            write_atomically(self.path, json.dumps(content, indent=2) + "\n")
 
 
 class ReplacingDiskSaver(DiskSaver):

@@ -113,7 +113,7 @@ def test_crops_of_a_sparse_volume_lie_on_its_annotated_planes_and_training_runs_
             assert {axis for _, axis, _ in deep.plane_picks} == {"z"}
         else:
             with pytest.raises(DatasetError, match="no annotated plane of the 'train' ranges can hold a crop of"):
-                RandomCropDataset(data, (40, 40), num_samples=4)
+                RandomCropDataset(data, (40, 40), num_samples=4).plan()
     assert "y=30" in caplog.text and "give no crop" in caplog.text and "at least 40 slices deep" in caplog.text
     (data / "dataset.json").write_text(json.dumps(document))
     bundle_run("run", "training", "--config_file", config_list("train.json", "variants/2.5d.json"), "--dataset_dir", str(data),

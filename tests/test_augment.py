@@ -11,7 +11,6 @@ def _parsed(*names):
 
     parser = ConfigParser()
     parser.read_config([str(CONFIGS / n) for n in names])
-    parser["grey_window"] = [0.0, 255.0]
     return parser
 
 
@@ -33,8 +32,8 @@ def test_each_acquisition_augmentation_changes_the_image_and_not_the_labels(spat
 
 
 def test_the_overlay_joins_the_train_chain_and_the_default_has_none():
-    default = _parsed("train.json").get_parsed_content("train#preprocessing").transforms
-    augmented = _parsed("train.json", "augment/acquisition.json").get_parsed_content("train#preprocessing").transforms
+    default = _parsed("train.json").get_parsed_content("train#preprocessing").flatten().transforms
+    augmented = _parsed("train.json", "augment/acquisition.json").get_parsed_content("train#preprocessing").flatten().transforms
     assert len(augmented) == len(default) + 8
     assert [type(t).__name__ for t in augmented[len(default):]][0] == "RandAdjustContrastd"
     assert np.all([type(a) is type(b) for a, b in zip(default, augmented)])

@@ -75,14 +75,29 @@ def test_read_with_halo_uses_real_neighbours_and_mirrors_at_the_ends(tmp_path):
 def test_crop_dataset_reads_crops_and_warns_about_absent_classes(tmp_path, caplog):
     from bundle.data import RandomCropDataset
 
+    dataset = RandomCropDataset(tmp_path, crop_size=(8, 8), z_context=2, num_samples=4)
     make_dataset(tmp_path, image_shape=(20, 16, 16), label_values=(0, 1))
     with caplog.at_level("WARNING"):
-        dataset = RandomCropDataset(tmp_path, crop_size=(8, 8), z_context=2, num_samples=4)
+        dataset.plan()
     assert "classes [2] are absent" in caplog.text
     dataset.set_random_state(0)
     item = dataset[0]
     assert item["image"].shape == (5, 8, 8) and item["label"].shape == (1, 8, 8)
     assert dataset.class_counts.tolist()[2] == 0
+
+
+def test_datasets_read_nothing_until_first_use_then_name_the_missing_description_each_time(tmp_path):
+    from bundle.data import RandomCropDataset, SlabDataset
+
+    crops, slabs = RandomCropDataset(tmp_path, crop_size=(8, 8), num_samples=4), SlabDataset(tmp_path, split="val")
+    assert len(crops) == 4
+    with pytest.raises(TypeError, match="once the files are read"):
+        len(slabs)
+    for dataset in (crops, slabs, crops):
+        with pytest.raises(DatasetError, match="dataset description not found"):
+            dataset[0]
+    make_dataset(tmp_path, image_shape=(20, 16, 16))
+    assert len(slabs.plan()) > 0 and slabs.plan() is slabs and crops[0]["image"].shape == (1, 8, 8)
 
 
 def test_crops_from_y_and_x_planes_keep_image_and_label_aligned(tmp_path):

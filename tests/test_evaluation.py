@@ -83,7 +83,7 @@ def test_monai_bundle_load_returns_the_shipped_weights_from_any_directory(tmp_pa
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("name, limit", [("inference.json", 13), ("evaluate.json", 5)])
+@pytest.mark.parametrize("name, limit", [("inference.json", 13), ("evaluate.json", 5), ("train.json", 25)])
 def test_configs_are_data_with_few_expressions(name, limit):
     """A config reads like a form: values and component names; `$` only where MONAI needs an expression."""
     text = (CONFIGS / name).read_text()

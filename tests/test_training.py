@@ -107,10 +107,14 @@ def test_two_process_gloo_training(tiny_dataset, tmp_path):
     assert not any(k.startswith("module.") for k in state)
 
 
-def test_config_workflow_train_properties(tiny_dataset):
+def test_config_workflow_train_properties_resolve_with_no_data_on_disk(tmp_path):
+    """A client pipeline resolves the training workflow before any data exists; the data is read when training starts."""
     from monai.bundle import ConfigWorkflow
 
-    workflow = ConfigWorkflow(config_file=str(CONFIGS / "train.json"), meta_file=str(CONFIGS / "metadata.json"), workflow_type="train", dataset_dir=str(tiny_dataset), crop_size=[32, 32])
+    absent = tmp_path / "absent"
+    workflow = ConfigWorkflow(config_file=str(CONFIGS / "train.json"), meta_file=str(CONFIGS / "metadata.json"), workflow_type="train",
+                              dataset_dir=str(absent), output_dir=str(tmp_path / "run"))
     workflow.initialize()
     assert not workflow.check_properties()
     assert workflow.max_epochs == 200 and workflow.val_interval == 10
+    assert not absent.exists()

@@ -1,6 +1,6 @@
 """Dataset descriptions, z-splits and the crop datasets that feed training."""
 
-from .crops import RandomCropDataset, SlabDataset, read_with_halo
+from .crops import PlanAtStart, RandomCropDataset, SlabDataset, read_with_halo
 from .description import (
     IGNORE_LABEL,
     SPLITS,
@@ -11,13 +11,15 @@ from .description import (
     paper_split,
     write_dataset_description,
 )
-from .grey import GreyWindowd, WindowedVolume, grey_window, model_window, volume_window, windowed
+from .grey import DatasetGrey, GreyWindowd, WindowedVolume, grey_window, model_window, volume_window, windowed
 
 __all__ = [
+    "DatasetGrey",
     "GreyWindowd",
     "IGNORE_LABEL",
     "SPLITS",
     "DatasetError",
+    "PlanAtStart",
     "RandomCropDataset",
     "SlabDataset",
     "VolumeEntry",

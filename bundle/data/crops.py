@@ -13,13 +13,15 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
+from ignite.engine import Engine, Events
 from monai.transforms import Randomizable
 
 from ..io import Volume
+from ..planning import PlannedOnFirstUse
 from .description import IGNORE_LABEL, DatasetError, VolumeEntry, check_label_values, load_dataset_description
 from .grey import volume_window, windowed
 
-__all__ = ["RandomCropDataset", "SlabDataset", "read_with_halo"]
+__all__ = ["PlanAtStart", "RandomCropDataset", "SlabDataset", "read_with_halo"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +55,7 @@ def _split_entries(dataset_dir: str | os.PathLike, split: str, needs_label: bool
     return entries
 
 
-class RandomCropDataset(Randomizable, torch.utils.data.Dataset):
+class RandomCropDataset(PlannedOnFirstUse, Randomizable, torch.utils.data.Dataset):
     """`num_samples` random crops of the `split` z-ranges, each a dict {"image": [C, ...], "label": [1, ...]}.
 
     2D crops are planes normal to z by default; with `planes` ("z", "y", "x") they are drawn
@@ -62,7 +64,8 @@ class RandomCropDataset(Randomizable, torch.utils.data.Dataset):
     With `rare_fraction`, that share of crops is centred on a voxel of `rare_class`
     (over-sampling the porosity). A volume whose `dataset.json` entry lists `annotated_planes`
     (sparse slice annotations, `bundle.annotation`) gives crops only on those planes, each plane
-    weighing as much as one slice of a densely labelled volume.
+    weighing as much as one slice of a densely labelled volume. The files are read and checked on
+    first use (`bundle.planning`).
 
     Args:
         dataset_dir: folder of `dataset.json`.
@@ -94,6 +97,7 @@ class RandomCropDataset(Randomizable, torch.utils.data.Dataset):
         rare_fraction: float = 0.0,
         grey_percentiles: Sequence[float] | None = None,
     ) -> None:
+        self._defer(locals())
         self.crop_size = tuple(int(c) for c in crop_size)
         if len(self.crop_size) not in (2, 3):
             raise ValueError(f"crop_size must be (h, w) or (z, y, x), got {crop_size}.")
@@ -106,6 +110,11 @@ class RandomCropDataset(Randomizable, torch.utils.data.Dataset):
         self.num_samples = int(num_samples)
         self.transform = transform
         self.rare_fraction = float(rare_fraction)
+
+    PLANNED = frozenset(("entries", "boxes", "plane_picks", "sparse_boxes", "rare_points", "class_counts", "_box_p"))
+
+    def _plan(self, dataset_dir, split, num_classes, max_slices, rare_class, grey_percentiles, **_) -> None:
+        """Open the split's volumes, check crops fit and labels are in range, find the rare-class voxels."""
         self.entries = _split_entries(dataset_dir, split, needs_label=True)
         self.boxes: list[tuple[Volume, Volume, int, int]] = []
         self.plane_picks: list[tuple[int, str, int]] = []
@@ -260,7 +269,7 @@ def _first_slices(ranges: list[tuple[int, int]], max_slices: int | None) -> list
     return out
 
 
-class SlabDataset(torch.utils.data.Dataset):
+class SlabDataset(PlannedOnFirstUse, torch.utils.data.Dataset):
     """Whole z-slabs of a split, `slab` slices at a time, with `z_halo` context slices each side.
 
     Items: {"image": [1, slab + 2*halo, Y, X] float32, "label": [1, slab, Y, X] int64 (if labelled),
@@ -271,7 +280,7 @@ class SlabDataset(torch.utils.data.Dataset):
     file (of the whole volume's depth, or of the split's slices only, as the published
     `pa66.test.prediction.raw`), so another tool's output is scored by the same workflow
     through an identity network. With `grey_percentiles`, each volume is windowed by its own percentiles
-    before `transform` (`bundle.data.grey`).
+    before `transform` (`bundle.data.grey`). The files are read and checked on first use (`bundle.planning`).
     """
 
     def __init__(
@@ -286,13 +295,19 @@ class SlabDataset(torch.utils.data.Dataset):
         num_classes: int = 3,
         grey_percentiles: Sequence[float] | None = None,
     ) -> None:
-        self.entries = _split_entries(dataset_dir, split, needs_label=with_label)
+        self._defer(locals())
         self.grey_percentiles = grey_percentiles
-        self.windows = [None if grey_percentiles is None or prediction_path else volume_window(e.image(), grey_percentiles) for e in self.entries]
         self.z_halo = int(z_halo)
         self.transform = transform
         self.with_label = with_label
         self.num_classes = num_classes
+
+    PLANNED = frozenset(("entries", "windows", "items", "prediction", "_offsets"))
+
+    def _plan(self, dataset_dir, split, slab, with_label, prediction_path, grey_percentiles, **_) -> None:
+        """Open the split's volumes (and the prediction file), take each volume's window, list the slabs."""
+        self.entries = _split_entries(dataset_dir, split, needs_label=with_label)
+        self.windows = [None if grey_percentiles is None or prediction_path else volume_window(e.image(), grey_percentiles) for e in self.entries]
         self.items = [
             (i, s, min(s + slab, z1)) for i, e in enumerate(self.entries) for z0, z1 in e.ranges(split) for s in range(z0, z1, slab)
         ]
@@ -318,6 +333,8 @@ class SlabDataset(torch.utils.data.Dataset):
                     position += z1 - z0
 
     def __len__(self) -> int:
+        if not self.planned:  # MONAI's Workflow asks at construction; without a length it leaves the epoch to Ignite
+            raise TypeError("the slabs are listed once the files are read (plan(), when the run starts)")
         return len(self.items)
 
     def _prediction_slab(self, z0: int, z1: int) -> np.ndarray:
@@ -343,3 +360,18 @@ class SlabDataset(torch.utils.data.Dataset):
         if self.transform is not None and self.prediction is None:
             item = self.transform(item)
         return item
+
+
+class PlanAtStart:
+    """Plans `datasets` when the engine it is attached to starts: bad training or validation data fails before
+    the first step (not at the first validation), while the config still resolves with no data on disk."""
+
+    def __init__(self, datasets: Sequence[PlannedOnFirstUse]) -> None:
+        self.datasets = list(datasets)
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        for dataset in self.datasets:
+            dataset.plan()

@@ -8,15 +8,16 @@ over the whole depth), the same way in training, validation, evaluation and infe
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
 from monai.transforms import MapTransform, ScaleIntensityRange, ScaleIntensityRanged
 
 from ..io import Volume
-from .description import DatasetError, VolumeEntry
+from .description import DatasetError, VolumeEntry, load_dataset_description
 
-__all__ = ["GreyWindowd", "WindowedVolume", "grey_window", "model_window", "normalise_grey", "volume_window", "windowed"]
+__all__ = ["DatasetGrey", "GreyWindowd", "WindowedVolume", "grey_window", "model_window", "normalise_grey", "volume_window", "windowed"]
 
 
 def grey_window(entries: Sequence[VolumeEntry], split: str = "train", samples: int = 8, percentiles: Sequence[float] | None = None) -> list[float]:
@@ -101,9 +102,28 @@ def normalise_grey(data: np.ndarray, window: Sequence[float]) -> np.ndarray:
     return np.asarray(scale(data.astype(np.float32)))
 
 
+class DatasetGrey:
+    """The grey rule of a training set, worked out from its files on first use (not when the config is built).
+
+    Args:
+        dataset_dir: folder of `dataset.json`.
+        grey_percentiles: each volume windowed by its own percentiles (then `grey_window` is [0, 1]), or None for one
+            window over the split (`grey_window`).
+        split: the z-ranges the window is sampled from.
+    """
+
+    def __init__(self, dataset_dir: str, grey_percentiles: Sequence[float] | None = None, split: str = "train") -> None:
+        self.dataset_dir, self.split = dataset_dir, split
+        self.grey_percentiles = None if grey_percentiles is None else [float(p) for p in grey_percentiles]
+
+    @functools.cached_property
+    def grey_window(self) -> list[float]:
+        return grey_window(load_dataset_description(self.dataset_dir), self.split, percentiles=self.grey_percentiles)
+
+
 class GreyWindowd(MapTransform):
     """MONAI's `ScaleIntensityRanged` (to [0, 1], clipped) with the window of `source` (anything with a
-    `grey_window`: a `Predictor`, a `ScoredSource`), read when the first item arrives, not when the config is built."""
+    `grey_window`: a `Predictor`, a `ScoredSource`, a `DatasetGrey`), read when the first item arrives, not when the config is built."""
 
     def __init__(self, keys, source) -> None:
         super().__init__(keys)

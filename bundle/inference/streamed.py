@@ -59,6 +59,7 @@ from ..io import (
 from ..io.atomic import WRITE_ERRNOS, write_failure
 from ..io.chunked_writer import write_hdf5, write_ome_zarr
 from ..io.raw import RawVolume
+from ..planning import PlannedOnFirstUse
 from .resume import SlabProgress, digest, pwrite_all
 from .roi import validated_roi
 
@@ -88,7 +89,7 @@ def single_image(data: Sequence[dict] | str | os.PathLike) -> str:
     return str(items[0]["image"])
 
 
-class StreamedSegmentation:
+class StreamedSegmentation(PlannedOnFirstUse):
     """The plan and the output files of one streamed segmentation.
 
     Building it reads nothing: the volume is opened and the slabs planned on first use (when the
@@ -143,23 +144,13 @@ class StreamedSegmentation:
         class_names: Sequence[str] | None = None,
         predictor: Predictor | None = None,
     ) -> None:
-        self._arguments = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
-        self._planned = False
+        self._defer(locals())
 
     PLANNED = frozenset((
         "input_path", "volume", "output_dir", "z_halo", "num_classes", "output_ext", "prob_dtype", "class_names", "box", "shape",
         "slab", "outputs", "provenance_path", "progress_dir", "progress", "slabs", "provenance", "runtime", "overwrite", "margin",
         "context", "facts", "fingerprint", "done", "computed", "_started",
     ))
-
-    def __getattr__(self, name: str):
-        """Plan on the first use of anything that needs the volume (`volume`, `box`, `slabs`, `outputs`, ...);
-        other names (what MONAI's `set_rnd` or pickling probe for) are simply absent."""
-        if name not in self.PLANNED or self.__dict__.get("_planned", True):
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        self._planned = True
-        self._plan(**self._arguments)
-        return getattr(self, name)
 
     def _plan(
         self, input_path, output_dir, slab, slab_voxels, z_halo, roi, num_classes, save_probabilities, save_uncertainty,
