@@ -11,4 +11,4 @@ from . import backends, checkpoints, data, errors, inference, io, losses, metric
 BUNDLE_ROOT = str(Path(__file__).resolve().parent.parent)
 errors.install_cause_hook()
 
-__all__ = ["BUNDLE_ROOT", "backends", "checkpoints", "data", "errors", "inference", "io", "losses", "metrics", "networks", "runtime"]
+__all__ = ["BUNDLE_ROOT", "backends", "checkpoints", "data", "errors", "inference", "io", "losses", "metrics", "networks", "runtime", "schedules"]
