@@ -859,10 +859,11 @@ def _backend_rows(native_bf16: bool) -> list[tuple[str, str]]:
 
 def _forward_rate(backend: str, precision: str, ckpt_path: str, batch: int, size: int, repeats: int, cache: Path) -> dict:
     """Voxels/s of the resolved backend's forward pass alone on a [batch, 1, size, size] input, best of `repeats`."""
+    from bundle.backends import resolve_backend
     from bundle.checkpoints import file_sha256, load_weights
     from bundle.inference import calibration_batches
     from bundle.networks import inference_ready
-    from bundle.runtime import resolve_backend, resolve_runtime
+    from bundle.runtime import resolve_runtime
 
     runtime = resolve_runtime("cpu", precision)
     net = inference_ready(load_weights(ModularUNet(), ckpt_path), True, True)

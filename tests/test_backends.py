@@ -10,6 +10,7 @@ import torch
 from conftest import CONFIGS, ROOT, VARIANT_NETS, bundle_run, infer
 
 from bundle import backends, runtime
+from bundle.backends import select
 from bundle.io import open_volume
 from bundle.networks import ModularUNet
 
@@ -50,44 +51,44 @@ def test_auto_takes_the_fastest_timing_and_caches_it(tmp_path, monkeypatch):
         assert tuple(sample.shape) == (1, 1, 32, 32) and isinstance(forward(sample), torch.Tensor)
         return {"torch": 0.5, "openvino": 0.2, "onnxruntime": 0.9}[name]
 
-    monkeypatch.setattr(runtime, "_probe_seconds", probe)
-    monkeypatch.setattr(backends, "missing_package", lambda need: None)
-    choice = runtime.resolve_backend("auto", net, _tiny_runtime(), "a" * 64, 1, 2, (32, 32), cache=tmp_path)
+    monkeypatch.setattr(select, "_probe_seconds", probe)
+    monkeypatch.setattr(select, "missing_package", lambda need: None)
+    choice = backends.resolve_backend("auto", net, _tiny_runtime(), "a" * 64, 1, 2, (32, 32), cache=tmp_path)
     assert choice.name == "openvino" and sorted(calls) == ["onnxruntime", "openvino", "torch"]
     assert "openvino fp32 0.200 s" in choice.reason and choice.timings_s == {"torch": 0.5, "openvino": 0.2, "onnxruntime": 0.9}
-    again = runtime.resolve_backend("auto", net, _tiny_runtime(), "a" * 64, 1, 2, (32, 32), cache=tmp_path)
+    again = backends.resolve_backend("auto", net, _tiny_runtime(), "a" * 64, 1, 2, (32, 32), cache=tmp_path)
     assert again.name == "openvino" and len(calls) == 3 and "cached timing" in again.reason
-    monkeypatch.setattr(runtime, "_probe_seconds", lambda name, *a: {"torch": 0.1, "openvino": 0.2, "onnxruntime": 0.9}[name])
-    other_model = runtime.resolve_backend("auto", net, _tiny_runtime(), "b" * 64, 1, 2, (32, 32), cache=tmp_path)
+    monkeypatch.setattr(select, "_probe_seconds", lambda name, *a: {"torch": 0.1, "openvino": 0.2, "onnxruntime": 0.9}[name])
+    other_model = backends.resolve_backend("auto", net, _tiny_runtime(), "b" * 64, 1, 2, (32, 32), cache=tmp_path)
     assert other_model.name == "torch" and other_model.network is net and other_model.autocast_precision == "fp32"
 
 
 def test_a_missing_package_or_a_broken_graph_falls_back_to_torch_with_one_warning(tmp_path, monkeypatch, caplog):
     net = ModularUNet(f0=4).eval()
-    monkeypatch.setattr(backends, "missing_package", lambda need: "openvino" if need == "openvino" else None)
-    with caplog.at_level(logging.WARNING, logger="bundle.runtime"):
-        choice = runtime.resolve_backend("openvino", net, _tiny_runtime(), "c" * 64, 1, 2, (32, 32), cache=tmp_path)
+    monkeypatch.setattr(select, "missing_package", lambda need: "openvino" if need == "openvino" else None)
+    with caplog.at_level(logging.WARNING, logger="bundle.backends.select"):
+        choice = backends.resolve_backend("openvino", net, _tiny_runtime(), "c" * 64, 1, 2, (32, 32), cache=tmp_path)
     assert choice.name == "torch" and "pip install openvino" in choice.reason
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [f"backend openvino -> torch (fp32): {choice.reason}"]
-    monkeypatch.setattr(backends, "missing_package", lambda need: None)
+    monkeypatch.setattr(select, "missing_package", lambda need: None)
 
     def broken(name, *args, **kwargs):
         if name != "torch":
             raise RuntimeError("Cannot compile the graph")
         return args[0]
 
-    monkeypatch.setattr(backends, "build_forward", broken)
-    choice = runtime.resolve_backend("auto", net, _tiny_runtime(), "c" * 64, 1, 2, (32, 32), cache=tmp_path)
+    monkeypatch.setattr(select, "build_forward", broken)
+    choice = backends.resolve_backend("auto", net, _tiny_runtime(), "c" * 64, 1, 2, (32, 32), cache=tmp_path)
     assert choice.name == "torch" and "openvino failed to build (RuntimeError: Cannot compile the graph)" in choice.reason
 
 
 def test_int8_asks_for_openvino_and_training_refuses_it(tmp_path):
     with pytest.raises(ValueError, match="int8 runs on the openvino backend"):
-        runtime.resolve_backend("onnxruntime", ModularUNet(f0=4).eval(), _tiny_runtime("int8"), "d" * 64, 1, 2, (32, 32), cache=tmp_path)
+        backends.resolve_backend("onnxruntime", ModularUNet(f0=4).eval(), _tiny_runtime("int8"), "d" * 64, 1, 2, (32, 32), cache=tmp_path)
     with pytest.raises(ValueError, match="int8 is for inference"):
         runtime.resolve_precision("int8", "cpu", training=True)
     with pytest.raises(ValueError, match="backend must be one of"):
-        runtime.resolve_backend("tensorrt", ModularUNet(f0=4).eval(), _tiny_runtime(), "d" * 64, 1, 2, (32, 32), cache=tmp_path)
+        backends.resolve_backend("tensorrt", ModularUNet(f0=4).eval(), _tiny_runtime(), "d" * 64, 1, 2, (32, 32), cache=tmp_path)
 
 
 @pytest.mark.skipif(backends.missing_package("int8") or backends.missing_package("openvino"), reason="needs nncf and openvino")
@@ -119,8 +120,8 @@ def test_monai_onnx_export_command_writes_a_graph_with_dynamic_batch_and_plane(t
 def test_an_unwritable_cache_still_runs_torch_with_a_warning(tmp_path, monkeypatch, caplog):
     blocked = tmp_path / "file"
     blocked.write_text("not a folder")
-    with caplog.at_level(logging.WARNING, logger="bundle.runtime"):
-        choice = runtime.resolve_backend("auto", ModularUNet(f0=4).eval(), _tiny_runtime(), "e" * 64, 1, 2, (32, 32), cache=blocked / "cache")
+    with caplog.at_level(logging.WARNING, logger="bundle.backends.select"):
+        choice = backends.resolve_backend("auto", ModularUNet(f0=4).eval(), _tiny_runtime(), "e" * 64, 1, 2, (32, 32), cache=blocked / "cache")
     assert choice.name == "torch" and choice.network is not None
     messages = " ".join(r.getMessage() for r in caplog.records)
     assert "cannot keep the backend timings" in messages and "failed to build" in choice.reason

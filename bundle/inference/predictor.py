@@ -23,11 +23,12 @@ import torch
 from monai.inferers import Inferer
 
 from ..adaptation import ADAPTATIONS, adapt_batch_norm
+from ..backends import Backend, resolve_backend
 from ..checkpoints import file_sha256, load_weights, read_model_sidecar
 from ..data.grey import model_window
 from ..errors import SettingError
 from ..networks import inference_ready
-from ..runtime import Backend, Runtime, resolve_backend, resolve_runtime
+from ..runtime import Runtime, resolve_runtime
 from .autocast import AutocastInferer
 from .calibration import calibration_batches
 from .streamed import single_image
