@@ -4,13 +4,8 @@ from .autocast import AutocastInferer
 from .calibration import calibration_batches
 from .postprocessing import NormalisedEntropyd
 from .predictor import Predictor, PredictorInferer
-from .streamed import (
-    ResumeMismatchError,
-    StreamedSegmentation,
-    StreamedSlabDataset,
-    StreamedWriter,
-    single_image,
-)
+from .resume import ResumeMismatchError
+from .streamed import StreamedSegmentation, StreamedSlabDataset, StreamedWriter, single_image
 from .tiles import OverlapTileInferer, context_margin, receptive_radius, tile_plan
 from .zstack import ZStackInferer
 

@@ -12,15 +12,27 @@ import errno
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..io import write_atomically
 
-__all__ = ["SlabProgress", "digest", "pwrite_all"]
+if TYPE_CHECKING:
+    from .partial_outputs import PartialOutputs
+
+__all__ = ["ResumeMismatchError", "SlabProgress", "digest", "pwrite_all"]
+
+logger = logging.getLogger(__name__)
+
+
+class ResumeMismatchError(RuntimeError):
+    """Partial outputs in the folder were made with other settings or another model than this run."""
 
 
 def digest(data: np.ndarray) -> str:
@@ -64,6 +76,34 @@ class SlabProgress:
             except (ValueError, OSError):
                 continue
         return found
+
+    def finished(
+        self, facts: dict, outputs: PartialOutputs, slabs: Sequence[tuple[int, int]], overwrite: bool, input_name: str
+    ) -> set[int]:
+        """Indices of `slabs` an earlier session with the same `facts` finished, read without writing anything.
+
+        Empty when there is nothing to resume (no record, `overwrite`, or partial files missing or cut short).
+        A slab whose bytes differ from its marker's digests is left out (segmented again, with a warning).
+        Raises `ResumeMismatchError` naming the differing facts when the record is another configuration's.
+        """
+        recorded = self.recorded_facts()
+        markers = self.markers()
+        if recorded is None or overwrite or not outputs.intact():
+            return set()
+        if recorded != facts:
+            differing = sorted(k for k in set(recorded) | set(facts) if recorded.get(k) != facts.get(k))
+            details = "; ".join(f"{k}: was {recorded.get(k)!r}, now {facts.get(k)!r}" for k in differing[:6])
+            (z0, z1), step = recorded.get("box", [[0, 0]])[0], int(recorded.get("slab", 1)) or 1
+            raise ResumeMismatchError(
+                f"{self.folder.parent}: holds a partial segmentation of {input_name} ({len(markers)} of "
+                f"{len(range(z0, z1, step))} slabs done) made with other settings, which this run would mix into the same files: "
+                f"{details}. Rerun with the earlier settings to finish it, or add --overwrite True to start over."
+            )
+        done = {i for i, digests in markers.items() if i < len(slabs) and digests == outputs.digests(*slabs[i])}
+        torn = sorted(set(markers) - done)
+        if torn:
+            logger.warning("%s: slabs %s are marked done but their bytes differ; they are segmented again", self.folder.parent, torn[:8])
+        return done
 
     def lock(self, busy_message: str) -> None:
         """Create the folder and hold its lock, or raise `RuntimeError(busy_message)` when another run holds it."""

@@ -18,6 +18,9 @@ output (input file, model bytes by sha256, precision, tiles, TTA, axes, roi, ...
 whose facts differ stops and names them instead of mixing two runs in one file, and a lock
 keeps a second run out of a folder that one is writing. Before the first slab the free disk
 space is checked against what the run will write.
+
+This module plans and orchestrates; the rooms it uses: `resume` (facts stamp, markers, lock),
+`partial_outputs` (the files while written, by slab), `publish` (final names and formats).
 """
 
 from __future__ import annotations
@@ -44,35 +47,19 @@ from monai.utils import convert_to_tensor
 from ..data.crops import read_with_halo
 from ..errors import OutputError
 from ..flags import as_flag
-from ..io import (
-    RawInfo,
-    VolumeError,
-    atomic_path,
-    ensure_writable_dir,
-    format_sidecar,
-    open_volume,
-    sidecar_path,
-    volume_stem,
-    write_atomically,
-    write_volume,
-)
-from ..io.atomic import WRITE_ERRNOS, write_failure
-from ..io.chunked_writer import write_hdf5, write_ome_zarr
-from ..io.raw import RawVolume
+from ..io import VolumeError, ensure_writable_dir, open_volume, volume_stem, write_atomically
 from ..planning import PlannedOnFirstUse
-from .resume import SlabProgress, digest, pwrite_all
+from .partial_outputs import PartialOutputs
+from .publish import OUTPUT_EXTENSIONS, publish_outputs
+from .resume import SlabProgress
 from .roi import validated_roi
 
 if TYPE_CHECKING:
     from .predictor import Predictor
 
-__all__ = ["ResumeMismatchError", "StreamedSegmentation", "StreamedSlabDataset", "StreamedWriter", "single_image"]
+__all__ = ["StreamedSegmentation", "StreamedSlabDataset", "StreamedWriter", "single_image"]
 
 logger = logging.getLogger(__name__)
-
-
-class ResumeMismatchError(RuntimeError):
-    """Partial outputs in the folder were made with other settings or another model than this run."""
 
 
 def _gib(size: float) -> str:
@@ -166,8 +153,8 @@ class StreamedSegmentation(PlannedOnFirstUse):
         self.prob_dtype = np.dtype(prob_dtype)
         if self.prob_dtype not in (np.uint8, np.float16, np.float32):
             raise ValueError(f"prob_dtype must be uint8, float16 or float32, got {prob_dtype!r}.")
-        if output_ext not in (".raw", ".nii.gz", ".nii", ".tif", ".tiff", ".zarr", ".h5"):
-            raise ValueError(f"output_ext must be .raw, .nii, .nii.gz, .tif, .tiff, .zarr or .h5, got {output_ext!r}.")
+        if output_ext not in OUTPUT_EXTENSIONS:
+            raise ValueError(f"output_ext must be one of {', '.join(OUTPUT_EXTENSIONS)}, got {output_ext!r}.")
         self.class_names = list(class_names) if class_names else [f"class {i}" for i in range(int(num_classes))]
         depth = self.volume.shape[0]
         if self.z_halo and depth < 2 * self.z_halo + 1:
@@ -187,6 +174,7 @@ class StreamedSegmentation(PlannedOnFirstUse):
             self.outputs["prob"] = self.output_dir / f"{stem}.prob.raw"
         if as_flag(save_uncertainty):
             self.outputs["uncertainty"] = self.output_dir / f"{stem}.uncertainty.raw"
+        self.partials = PartialOutputs(self.outputs, self.shape, self.box[0].start, self.num_classes, self.prob_dtype)
         self.provenance_path = self.output_dir / f"{stem}.provenance.json"
         self.progress_dir = self.output_dir / f".{stem}.progress"
         self.progress = SlabProgress(self.progress_dir)
@@ -222,66 +210,15 @@ class StreamedSegmentation(PlannedOnFirstUse):
             **provenance,
         }, default=str))
 
-    def _sizes(self) -> dict[str, int]:
-        voxels = int(np.prod(self.shape))
-        return {name: voxels * (self.num_classes * self.prob_dtype.itemsize if name == "prob" else 1) for name in self.outputs}
-
-    def _partials_intact(self) -> bool:
-        sizes = self._sizes()
-        return all(atomic_path(p).is_file() and atomic_path(p).stat().st_size == sizes[name] for name, p in self.outputs.items())
-
     def scan(self) -> set[int]:
-        """The slabs finished by an earlier session with the same facts, read without writing anything.
-
-        Raises `ResumeMismatchError` naming the differing facts when the folder holds partial
-        outputs of another configuration or model (unless `overwrite`).
-        """
-        if self.done is not None:
-            return self.done
-        recorded = self.progress.recorded_facts()
-        markers = self.progress.markers()
-        if recorded is None or self.overwrite or not self._partials_intact():
-            self.done = set()
-            return self.done
-        if recorded != self.facts:
-            differing = sorted(k for k in set(recorded) | set(self.facts) if recorded.get(k) != self.facts.get(k))
-            details = "; ".join(f"{k}: was {recorded.get(k)!r}, now {self.facts.get(k)!r}" for k in differing[:6])
-            (z0, z1), step = recorded.get("box", [[0, 0]])[0], int(recorded.get("slab", 1)) or 1
-            raise ResumeMismatchError(
-                f"{self.output_dir}: holds a partial segmentation of {self.input_path.name} ({len(markers)} of "
-                f"{len(range(z0, z1, step))} slabs done) made with other settings, which this run would mix into the same files: "
-                f"{details}. Rerun with the earlier settings to finish it, or add --overwrite True to start over."
-            )
-        self.done = {i for i, digests in markers.items() if i < len(self.slabs) and digests == self._written_digests(i)}
-        torn = sorted(set(markers) - self.done)
-        if torn:
-            logger.warning("%s: slabs %s are marked done but their bytes differ; they are segmented again", self.output_dir, torn[:8])
+        """The slabs finished by an earlier session with the same facts (`SlabProgress.finished`), read once."""
+        if self.done is None:
+            self.done = self.progress.finished(self.facts, self.partials, self.slabs, self.overwrite, self.input_path.name)
         return self.done
-
-    def _slab_regions(self, index: int, name: str) -> list[tuple[int, int]]:
-        """(byte offset, byte count) of slab `index` in output `name`: one region, or one per class for probabilities."""
-        z0, z1 = self.slabs[index]
-        plane = self.shape[1] * self.shape[2]
-        size = self.prob_dtype.itemsize if name == "prob" else 1
-        total = self.shape[0] * plane
-        offset = (z0 - self.box[0].start) * plane
-        return [((c * total + offset) * size, (z1 - z0) * plane * size) for c in range(self.num_classes if name == "prob" else 1)]
-
-    def _written_digests(self, index: int) -> dict[str, str]:
-        """Digests of what the partial outputs hold at slab `index` now."""
-        found = {}
-        for name, path in self.outputs.items():
-            with open(atomic_path(path), "rb") as f:
-                chunks = []
-                for offset, count in self._slab_regions(index, name):
-                    f.seek(offset)
-                    chunks.append(np.frombuffer(f.read(count), np.uint8))
-            found[name] = digest(np.concatenate(chunks))
-        return found
 
     def required_bytes(self) -> int:
         """Disk space the outputs still need: their full size, less what finished slabs already hold."""
-        total = sum(self._sizes().values())
+        total = sum(self.partials.sizes().values())
         done = self.scan()
         if not done:
             return total
@@ -293,7 +230,7 @@ class StreamedSegmentation(PlannedOnFirstUse):
         needed = self.required_bytes()
         free = shutil.disk_usage(self.output_dir).free
         if needed > free:
-            per_voxel = {name: size / int(np.prod(self.shape)) for name, size in self._sizes().items()}
+            per_voxel = {name: size / int(np.prod(self.shape)) for name, size in self.partials.sizes().items()}
             costs = ", ".join(f"{name} {per_voxel[name]:g} B/voxel" for name in self.outputs)
             savers = [f"--save_{'probabilities' if n == 'prob' else n} False" for n in ("prob", "uncertainty") if n in self.outputs]
             raise OutputError(
@@ -321,10 +258,7 @@ class StreamedSegmentation(PlannedOnFirstUse):
                     self.progress.forget(index)
             else:
                 self.progress.start_over(self.facts)
-                sizes = self._sizes()
-                for name, path in self.outputs.items():
-                    with open(atomic_path(path), "wb") as f:
-                        f.truncate(sizes[name])
+                self.partials.create()
         idist.barrier()
         if rank:
             self.done = set(self.progress.markers())
@@ -392,41 +326,18 @@ class StreamedSegmentation(PlannedOnFirstUse):
         return planes
 
     def write(self, index: int, logits: torch.Tensor, postprocessing: Callable[[dict], dict]) -> None:
-        """Write slab `index` from its [C, Z, Y, X] logits with positioned writes, flush, then mark it done.
-
-        Plain `pwrite` + `fsync` (no memory map of the outputs) and `POSIX_FADV_DONTNEED` afterwards keep
-        written pages out of this process and out of the page cache it would otherwise fill. A failed
-        write (full disk, I/O error) leaves the slab unmarked, so the same command redoes it.
-        """
+        """Write slab `index` from its [C, Z, Y, X] logits (`PartialOutputs.write`: positioned, flushed), then mark it
+        done. A failed write (full disk, I/O error) leaves the slab unmarked, so the same command redoes it."""
         (y0, _), (x0, _) = self.context
         dy, dx = self.box[1].start - y0, self.box[2].start - x0
         planes = self._planes(logits[:, :, dy : dy + self.shape[1], dx : dx + self.shape[2]], postprocessing)
-        digests = {}
-        for name, data in planes.items():
-            blocks = data if name == "prob" else data[None]
-            regions = self._slab_regions(index, name)
-            partial = atomic_path(self.outputs[name])
-            try:
-                fd = os.open(partial, os.O_WRONLY)
-                try:
-                    for block, (offset, _) in zip(blocks, regions):
-                        pwrite_all(fd, block, offset)
-                    os.fsync(fd)
-                    for offset, count in regions:
-                        os.posix_fadvise(fd, offset, count, os.POSIX_FADV_DONTNEED)
-                finally:
-                    os.close(fd)
-            except OSError as err:
-                if err.errno not in WRITE_ERRNOS:
-                    raise
-                raise write_failure(partial, err, still_needed=self.required_bytes(), resumes=True) from err
-            digests[name] = digest(np.concatenate([np.frombuffer(np.ascontiguousarray(b).data, np.uint8) for b in blocks]))
+        digests = self.partials.write(*self.slabs[index], planes, self.required_bytes)
         self.progress.mark(index, digests)
         self.done.add(index)
         self.computed += 1
 
     def finalize(self) -> dict[str, Path]:
-        """Sidecars, provenance, rename to the final names (rank 0), and optional format conversion."""
+        """Final names and formats (`publish_outputs`), provenance, progress folder removed (rank 0)."""
         idist.barrier()
         rank = idist.get_rank()
         if rank != 0:
@@ -434,21 +345,13 @@ class StreamedSegmentation(PlannedOnFirstUse):
         missing = sorted(set(range(len(self.slabs))) - set(self.progress.markers()))
         if missing:
             raise RuntimeError(f"{self.input_path}: slabs {missing[:5]} were not segmented; run the same command again to finish.")
-        extra = {k: v for k, v in self.volume.meta.items() if isinstance(v, (int, float, str, list))}
-        infos = {}
-        for name in self.outputs:
-            shape = (self.shape[0] * self.num_classes,) + self.shape[1:] if name == "prob" else self.shape
-            info_extra = {**extra, **({"NUM_CLASSES": self.num_classes, "CLASS_AXIS": "slowest (z blocks per class)"} if name == "prob" else {})}
-            dtype = self.prob_dtype if name == "prob" else np.dtype(np.uint8)
-            infos[name] = RawInfo(shape, dtype.newbyteorder("<"), "<", info_extra)
-        if self.output_ext in (".zarr", ".h5"):
-            final = {"store": self._store(infos)}
-        else:
-            final = {}
-            for name, path in self.outputs.items():
-                sidecar_path(path).write_text(format_sidecar(infos[name]))
-                os.replace(atomic_path(path), path)
-                final[name] = path
+        voxel = self.volume.meta.get("voxel_size", self.volume.meta.get("VOXEL_SIZE", 1.0))
+        voxel = [float(v) for v in voxel] if isinstance(voxel, (list, tuple)) else [float(voxel)] * 3
+        final = publish_outputs(
+            self.partials, self.partials.infos(self.volume.meta), self.output_ext,
+            self.output_dir / f"{volume_stem(self.input_path)}{self.output_ext}", self.class_names, voxel,
+            lambda: sum(self.partials.sizes().values()),
+        )
         elapsed = time.time() - self._started
         record = {
             **self.provenance,
@@ -463,41 +366,9 @@ class StreamedSegmentation(PlannedOnFirstUse):
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__, "monai": monai.__version__},
         }
-        if self.output_ext not in (".raw", ".zarr", ".h5"):
-            final = {name: self._convert(name, path) for name, path in final.items()}
-            record["outputs"] = {k: str(v) for k, v in final.items()}
         write_atomically(self.provenance_path, json.dumps(record, indent=2, default=str) + "\n")
         self.progress.release()
         return final
-
-    def _store(self, infos: dict[str, RawInfo]) -> Path:
-        """The finished partial raws as one OME-Zarr or HDF5 store (slab by slab, under a temporary name), then removed.
-
-        The partials and progress markers stay until the store is complete, so a run killed while
-        writing it converts again when restarted, without segmenting anything again.
-        """
-        voxel = self.volume.meta.get("voxel_size", self.volume.meta.get("VOXEL_SIZE", 1.0))
-        voxel = [float(v) for v in voxel] if isinstance(voxel, (list, tuple)) else [float(voxel)] * 3
-        target = self.output_dir / f"{volume_stem(self.input_path)}{self.output_ext}"
-        writer = write_ome_zarr if self.output_ext == ".zarr" else write_hdf5
-        partials = {name: atomic_path(path) for name, path in self.outputs.items()}
-        try:
-            writer(target, {name: RawVolume(partials[name], infos[name]) for name in partials}, self.class_names, voxel)
-        except OSError as err:
-            if err.errno not in WRITE_ERRNOS or isinstance(err, OutputError):
-                raise
-            raise write_failure(target, err, still_needed=sum(self._sizes().values()), resumes=True) from err
-        for path in partials.values():
-            path.unlink()
-        return target
-
-    def _convert(self, name: str, raw_path: Path) -> Path:
-        volume = open_volume(raw_path)
-        target = raw_path.with_name(raw_path.name[: -len(".raw")] + self.output_ext)
-        write_volume(target, volume.read(), volume.meta)
-        raw_path.unlink()
-        sidecar_path(raw_path).unlink()
-        return target
 
 
 class StreamedSlabDataset(torch.utils.data.Dataset):
