@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["command_line", "run_bundle"]
+__all__ = ["bundle_command", "command_line", "run_bundle"]
 
 _FILE_LOGGING = """[loggers]
 keys=root
@@ -44,6 +44,12 @@ def command_line(overrides: dict) -> list[str]:
     return args
 
 
+def bundle_command(workflow: str, config_files: Sequence[str | os.PathLike], overrides: dict) -> list[str]:
+    """The argv of `python -m monai.bundle run WORKFLOW --config_file [...] --KEY VALUE ...` in this interpreter."""
+    files = "[" + ",".join(f"'{f}'" for f in config_files) + "]"
+    return [sys.executable, "-m", "monai.bundle", "run", workflow, "--config_file", files, *command_line(overrides)]
+
+
 def run_bundle(workflow: str, config_files: Sequence[str | os.PathLike], overrides: dict, log: str | os.PathLike, in_process: bool | None = None) -> None:
     """`python -m monai.bundle run WORKFLOW --config_file [...] --KEY VALUE ...`, its output in `log`."""
     log = Path(log)
@@ -62,8 +68,7 @@ def run_bundle(workflow: str, config_files: Sequence[str | os.PathLike], overrid
         finally:
             os.unlink(conf.name)
         return
-    command = [sys.executable, "-m", "monai.bundle", "run", workflow, "--config_file", "[" + ",".join(f"'{f}'" for f in files) + "]", *command_line(overrides)]
     with open(log, "w") as out:
-        result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT)
+        result = subprocess.run(bundle_command(workflow, files, overrides), stdout=out, stderr=subprocess.STDOUT)
     if result.returncode:
         raise RuntimeError(f"{workflow} failed (exit {result.returncode}); see {log}")

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
+import logging
 import os
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import pytest
@@ -16,6 +20,16 @@ from bundle.phantom import make_phantom
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
+
+
+def pytest_configure(config) -> None:
+    """Under pytest-xdist, each worker (and every process it starts) computes on its own share of the CPUs: two workers
+    of two compute threads each on two cores would oversubscribe them, and OpenMP threads that wait spinning for a
+    core slow every test down. `bundle.runtime` reads the affinity, so each worker's runs use its share."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if worker.startswith("gw") and os.environ.get("XCT_TEST_PIN", "1") == "1" and count > 1 and len(cpus) >= count:
+        os.sched_setaffinity(0, cpus[int(worker[2:]) % count :: count])
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -41,16 +55,73 @@ def tiny_dataset(tmp_path_factory) -> Path:
     return out
 
 
-def bundle_run(*args: str, cwd: Path | None = None, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    """`python -m monai.bundle ARGS` in a subprocess; fails the test with its output on a non-zero exit."""
-    result = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", *args],
-        cwd=cwd or ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "OMP_NUM_THREADS": "2", **(env or {})},
-    )
+class _Captured(io.StringIO):
+    """What an in-process run printed, stdout or stderr."""
+
+
+def _stream_handlers() -> list[logging.StreamHandler]:
+    loggers = [logging.getLogger(), *(v for v in logging.Logger.manager.loggerDict.values() if isinstance(v, logging.Logger))]
+    return [h for logger in loggers for h in logger.handlers if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+
+
+def _in_process_run(args: tuple[str, ...]) -> subprocess.CompletedProcess | None:
+    """`monai.bundle run WORKFLOW --KEY VALUE ...` in this interpreter, its values parsed as fire parses them on the
+    command line and everything it prints or logs captured; None for anything else (another command, odd flags).
+
+    Log handlers that MONAI and Ignite attach to the console (once per process, bound to the stream of that
+    moment) write into this run's capture while it runs, and into the console again afterwards."""
+    if len(args) < 2 or args[0] != "run" or len(args[2:]) % 2 or not all(a.startswith("--") for a in args[2::2]):
+        return None
+    from fire.parser import DefaultParseValue
+    from monai.bundle import run
+
+    overrides = {key[2:]: DefaultParseValue(value) for key, value in zip(args[2::2], args[3::2])}
+    out, err = _Captured(), _Captured()
+    console = {sys.stdout: out, sys.stderr: err, sys.__stdout__: out, sys.__stderr__: err}
+    redirected = {h: h.stream for h in _stream_handlers() if h.stream in console or isinstance(h.stream, _Captured)}
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    code = 0
+    try:
+        for handler, stream in redirected.items():
+            handler.setStream(console.get(stream, out))
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                run(args[1], **overrides)
+            except Exception:
+                traceback.print_exc()
+                code = 1
+    finally:
+        for handler in _stream_handlers():
+            if handler.stream in (out, err):
+                original = redirected.get(handler)
+                handler.setStream(original if original in console else sys.stdout if handler.stream is out else sys.stderr)
+        for handler in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(handler)
+        for handler in [h for h in handlers if h not in root.handlers]:
+            root.addHandler(handler)
+        root.setLevel(level)
+    return subprocess.CompletedProcess(["monai.bundle", *args], code, out.getvalue(), err.getvalue())
+
+
+def bundle_run(
+    *args: str, cwd: Path | None = None, timeout: int = 600, env: dict | None = None, cli: bool = False
+) -> subprocess.CompletedProcess:
+    """`python -m monai.bundle ARGS`; fails the test with its output on a non-zero exit.
+
+    A `run` runs in this interpreter (MONAI's start-up of 5-6 s is paid once per test worker); `cli`, another
+    working directory or another environment start the command line itself in a subprocess.
+    """
+    result = None if cli or cwd is not None or env else _in_process_run(args)
+    if result is None:
+        result = subprocess.run(
+            [sys.executable, "-m", "monai.bundle", *args],
+            cwd=cwd or ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, "OMP_NUM_THREADS": "2", **(env or {})},
+        )
     if result.returncode != 0:
         pytest.fail(f"monai.bundle {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
     return result
@@ -77,14 +148,31 @@ def script_module(name: str):
     return module
 
 
-def run_script(script: str, *args: str, timeout: int = 900) -> str:
-    """`python scripts/SCRIPT ARGS` in a subprocess; its stdout, or a test failure with its output."""
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / script), *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
-    )
-    if result.returncode != 0:
-        pytest.fail(f"{script} {' '.join(args)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
-    return result.stdout
+def run_script(script: str, *args: str, timeout: int = 900, cli: bool = False) -> str:
+    """`python scripts/SCRIPT ARGS`: its stdout, or a test failure with its output.
+
+    Its commands run in this interpreter (through the script's own `run_commands`), unless `cli`."""
+    if cli:
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / script), *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+        )
+        stdout, stderr, code = result.stdout, result.stderr, result.returncode
+    else:
+        from bundle.cli import run_commands
+
+        out, err, code = _Captured(), _Captured(), 0
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                run_commands(script_module(script.removesuffix(".py")).COMMANDS, argv=list(args), name=script)
+            except SystemExit as stop:
+                code = stop.code if isinstance(stop.code, int) else 1
+            except Exception:
+                traceback.print_exc()
+                code = 1
+        stdout, stderr = out.getvalue(), err.getvalue()
+    if code != 0:
+        pytest.fail(f"{script} {' '.join(args)} failed:\n{stdout[-2000:]}\n{stderr[-4000:]}")
+    return stdout
 
 
 def config_list(*names: str) -> str:
@@ -116,9 +204,9 @@ def models(tmp_path_factory):
     return paths
 
 
-def infer(input_path, output, model, variant="2d", *extra, env=None):
+def infer(input_path, output, model, variant="2d", *extra, env=None, cli=False):
     configs = ["inference.json"] + ([f"variants/{variant}.json"] if variant != "2d" else [])
     return bundle_run(
         "run", "inference", "--config_file", config_list(*configs), "--input_path", str(input_path), "--output_dir", str(output),
-        "--ckpt_path", str(model), "--network_def#f0", "4", *VARIANT_ARGS[variant], *extra, env=env,
+        "--ckpt_path", str(model), "--network_def#f0", "4", *VARIANT_ARGS[variant], *extra, env=env, cli=cli,
     )

@@ -4,7 +4,10 @@ import shutil
 import subprocess
 import sys
 
-from conftest import ROOT, bundle_run, config_list, run_script, script_module
+from conftest import ROOT, bundle_run, config_list, run_script
+
+from bundle.benchmark.render import render
+from bundle.studies import study, tables
 
 TINY = '{"crop_size": [32, 32], "val_roi": [256, 256], "roi_size": [256, 256], "batch_size": 2, "steps_per_epoch": 2, "val_interval": 1, "num_workers": 0}'
 
@@ -77,12 +80,11 @@ def test_each_study_writes_its_rows_and_an_interrupted_study_resumes(tiny_datase
 
 
 def test_crop_scale_halves_each_variants_paper_crop_and_keeps_it_a_multiple_of_the_depth():
-    experiments = script_module("experiments")
-    assert experiments._crop_size("2d", 0.5, 3) == [80, 80]
-    assert experiments._crop_size("2.5d", 0.5, 3) == [80, 80]
-    assert experiments._crop_size("3d", 0.5, 3) == [16, 16, 16]
-    assert experiments._crop_size("2d", 0.3, 4) == [48, 48]
-    assert experiments._crop_size("3d", 0.1, 3) == [8, 8, 8]
+    assert study._crop_size("2d", 0.5, 3) == [80, 80]
+    assert study._crop_size("2.5d", 0.5, 3) == [80, 80]
+    assert study._crop_size("3d", 0.5, 3) == [16, 16, 16]
+    assert study._crop_size("2d", 0.3, 4) == [48, 48]
+    assert study._crop_size("3d", 0.1, 3) == [8, 8, 8]
 
 
 def test_the_simulated_annotation_loop_adds_planes_per_strategy_and_scores_each_round(tmp_path):
@@ -112,17 +114,16 @@ def test_the_simulated_annotation_loop_adds_planes_per_strategy_and_scores_each_
 
 
 def test_differences_are_paired_by_seed_and_marked_only_when_every_seed_agrees_beyond_the_spread():
-    experiments = script_module("experiments")
     reference = [{"seed": s, "mean_iou": v} for s, v in ((0, 0.70), (1, 0.80), (2, 0.75))]
     consistent = [{"seed": s, "mean_iou": v} for s, v in ((0, 0.72), (1, 0.82), (2, 0.77))]
     mixed = [{"seed": s, "mean_iou": v} for s, v in ((0, 0.76), (1, 0.79), (2, 0.76))]
-    assert experiments._paired(consistent, reference, "mean_iou") == "+2.0 ± 0.0*"
-    assert experiments._paired(mixed, reference, "mean_iou") == "+2.0 ± 3.6"
-    assert experiments._paired(consistent[:1], reference, "mean_iou") == "+2.0"
-    assert experiments._paired([{"seed": 5, "mean_iou": 0.9}], reference, "mean_iou") == ""
+    assert tables._paired(consistent, reference, "mean_iou") == "+2.0 ± 0.0*"
+    assert tables._paired(mixed, reference, "mean_iou") == "+2.0 ± 3.6"
+    assert tables._paired(consistent[:1], reference, "mean_iou") == "+2.0"
+    assert tables._paired([{"seed": 5, "mean_iou": 0.9}], reference, "mean_iou") == ""
     runs = {"random round 2", "uncertainty round 2", "even round 2"}
-    assert experiments._reference("uncertainty round 2", "annotation_loop", runs) == "random round 2"
-    assert experiments._reference("random round 2", "annotation_loop", runs) is None
+    assert tables._reference("uncertainty round 2", "annotation_loop", runs) == "random round 2"
+    assert tables._reference("random round 2", "annotation_loop", runs) is None
 
 
 def test_the_generalist_trains_on_family_draws_and_is_scored_beside_the_phantom_trained_model_on_edge_draws(tmp_path):
@@ -136,8 +137,7 @@ def test_the_generalist_trains_on_family_draws_and_is_scored_beside_the_phantom_
     assert sidecar["grey_percentiles"] == [0.5, 99.5]
     (held_out,) = json.loads((tmp_path / "data" / "edge3" / "dataset.json").read_text())["volumes"]
     assert held_out["phantom"]["noise_std"] == PhantomFamily().draw(3, edge=True).noise_std
-    module = script_module("experiments")
-    table = module.study_tables(tmp_path / "results.csv")["results:generalist"]
+    table = tables.study_tables(tmp_path / "results.csv")["results:generalist"]
     assert "On edge draws, Bin-ZeroOC fitted on each test volume itself" in table and "2d phantom-trained " in table.splitlines()[-1]
     assert "porosity IoU above it: 2d phantom-trained" in table.splitlines()[-1]
 
@@ -163,9 +163,8 @@ def test_fine_tuning_is_scored_beside_training_from_scratch_on_the_same_slices_o
     sidecar = json.loads((tmp_path / "seed3" / "slices2" / "scratch" / "models" / "model.json").read_text())
     assert sidecar["grey_percentiles"] == [0.5, 99.5]
     assert "skip 2 slices seed 3: every run already in" in experiment(*args) and len(rows(tmp_path / "results.csv")) == 5
-    module = script_module("experiments")
-    assert module._reference("pretrained 2 slices 1 epochs", "fine_tune", {r["run"] for r in table}) == "pretrained 2 slices"
-    lines = module.study_tables(tmp_path / "results.csv")["results:fine_tune"].splitlines()
+    assert tables._reference("pretrained 2 slices 1 epochs", "fine_tune", {r["run"] for r in table}) == "pretrained 2 slices"
+    lines = tables.study_tables(tmp_path / "results.csv")["results:fine_tune"].splitlines()
     for run in ("pretrained 2 slices |", "pretrained 2 slices 1 epochs |"):
         assert next(line for line in lines if line.startswith(f"| {run}")).split("|")[8].strip() != ""
     experiment("plot", "--results", str(tmp_path / "results.csv"), "--output_dir", str(tmp_path / "figures"))
@@ -173,17 +172,16 @@ def test_fine_tuning_is_scored_beside_training_from_scratch_on_the_same_slices_o
 
 
 def test_a_results_csv_begun_before_a_column_was_added_keeps_its_columns_and_its_tables(tmp_path):
-    experiments = script_module("experiments")
-    row = {key: "1" for key in experiments.FIELDS} | {"study": "levers", "run": "2d train none", "seed": "0", "mean_iou": "0.8",
+    row = {key: "1" for key in study.FIELDS} | {"study": "levers", "run": "2d train none", "seed": "0", "mean_iou": "0.8",
                                                      "bin_zero_oc_test_mean": "0.7", "bin_zero_oc_test_porosity": "0.4"}
     old, new = tmp_path / "old.csv", tmp_path / "new.csv"
-    old.write_text(",".join(f for f in experiments.FIELDS if f != "bin_zero_oc_test_porosity") + "\n")
-    experiments._append(old, row)
-    experiments._append(new, row)
+    old.write_text(",".join(f for f in study.FIELDS if f != "bin_zero_oc_test_porosity") + "\n")
+    study.append_row(old, row)
+    study.append_row(new, row)
     assert "bin_zero_oc_test_porosity" not in rows(old)[0] and rows(old)[0]["config"] == "1"
     assert rows(new)[0]["bin_zero_oc_test_porosity"] == "0.4"
-    assert experiments.study_tables(old)["old:levers"].endswith("mean IoU 70.0.\n")
-    assert experiments.study_tables(new)["new:levers"].endswith("mean IoU 70.0, porosity IoU 40.0.\n")
+    assert tables.study_tables(old)["old:levers"].endswith("mean IoU 70.0.\n")
+    assert tables.study_tables(new)["new:levers"].endswith("mean IoU 70.0, porosity IoU 40.0.\n")
 
 
 def test_training_history_reads_a_real_run_log_and_tables_it_beside_the_phantom_trained_run(tiny_dataset, tmp_path):
@@ -198,7 +196,7 @@ def test_training_history_reads_a_real_run_log_and_tables_it_beside_the_phantom_
     assert [v["epoch"] for v in history["validation"]] == [1, 2] and history["machine"]["usable_cpus"] >= 1
     assert all(0 <= v["mean_iou"] <= 1 for v in history["validation"]) and history["time"].count(":") == 2
     shutil.copy(ROOT / "docs" / "results" / "phantom_model_training.json", results)
-    lines = script_module("benchmark").render(results)["full_schedule"].splitlines()
+    lines = render(results)["full_schedule"].splitlines()
     assert lines[0].endswith("| tiny run |") and any(line.startswith("| 200 | 94.8 / 88.6 |") for line in lines)
     best = max(history["validation"], key=lambda v: v["mean_iou"])
     assert next(line for line in lines if line.startswith("| best")).split("|")[3].strip().endswith(f"({best['epoch']})")

@@ -9,11 +9,11 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from ..launcher import bundle_command
 from ..runtime import machine_class
 
 __all__ = ["full_disk_run"]
@@ -24,9 +24,10 @@ def _sha256(path: Path) -> str:
 
 
 def _inference(input_path: Path, output_dir: Path, ckpt_path: Path, slab: int, config: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file", str(config), "--input_path", str(input_path),
-               "--output_dir", str(output_dir), "--ckpt_path", str(ckpt_path), "--slab", str(slab), "--save_uncertainty", "False",
-               "--progress", "False"]
+    command = bundle_command("inference", [config], {
+        "input_path": str(input_path), "output_dir": str(output_dir), "ckpt_path": str(ckpt_path), "slab": int(slab),
+        "save_uncertainty": False, "progress": False,
+    })
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
