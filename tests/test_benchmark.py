@@ -68,6 +68,10 @@ def test_suite_writes_every_measurement_of_the_performance_page(tmp_path):
         "2",
         "--models",
         json.dumps({"2.5d": str(tmp_path / "model_25d.pt")}),
+        "--matmul_size",
+        "256",
+        "--backend",
+        "torch",
     )
     result = json.loads(output.read_text())
     assert not list(tmp_path.glob(".*.partial"))

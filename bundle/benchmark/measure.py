@@ -327,14 +327,14 @@ def compare(
     print(json.dumps(_compare(shape, ckpt_path, repeats, **overrides), indent=2))
 
 
-def _compare(shape: tuple, ckpt_path: str, repeats: int, **overrides) -> dict:
+def _compare(shape: tuple, ckpt_path: str, repeats: int, matmul_size: int = 2048, limits: dict | None = None, **overrides) -> dict:
     """Our streamed 2D inference against the plain MONAI path on the same volume, in one run.
 
     Plain path: the whole volume in RAM, MONAI `SliceInferer(roi 160x160, overlap 0.25, gaussian)`, fp32,
     the same trained model (eval mode, no_grad); MONAI's `BasicUNet(spatial_dims=2)` through the same path
     for scale. Ours: the bundle's inference workflow file to file with its defaults (plus `overrides`).
-    Also the model's counted FLOPs/voxel and the bf16 2048^2 matmul FLOP/s, giving the fraction of the
-    hardware limit.
+    Also the model's counted FLOPs/voxel and the bf16 and fp32 `matmul_size`^2 matmul FLOP/s (`limits`, when the
+    caller measured them), giving the fraction of the hardware limit.
     """
     from monai.inferers import SliceInferer
     from monai.networks.nets import BasicUNet
@@ -371,8 +371,8 @@ def _compare(shape: tuple, ckpt_path: str, repeats: int, **overrides) -> dict:
     with torch.no_grad():
         plain_labels = plain(volume, model).argmax(1)[0].numpy()
     flops_voxel = _flops_per_voxel(model, torch.rand(1, 1, 160, 160))
-    bf16_flops = _matmul_flops(2048, torch.bfloat16, 10)
-    fp32_flops = _matmul_flops(2048, torch.float32, 10)
+    limits = limits or {dtype: _matmul_flops(matmul_size, dtype, 10) for dtype in (torch.bfloat16, torch.float32)}
+    bf16_flops, fp32_flops = limits[torch.bfloat16], limits[torch.float32]
     return {
         "shape_zyx": list(shape),
         "voxels": voxels,
@@ -754,6 +754,7 @@ def suite(
     train_variants: tuple = ("2d",),
     skip_compare: bool = False,
     backend: str = "auto",
+    matmul_size: int = 2048,
 ) -> None:
     """Every measurement of docs/performance.md in one run, written to `output` (JSON, atomically).
 
@@ -771,13 +772,11 @@ def suite(
     work = _scratch("xct_suite_")
     make_phantom(work / "data", tuple(inference_shape), seed=11)
     make_phantom(work / "train", (48, 256, 256), seed=5)
-    bf16_flops = _matmul_flops(2048, torch.bfloat16, 10)
+    limits = {dtype: _matmul_flops(matmul_size, dtype, 10) for dtype in (torch.bfloat16, torch.float32)}
+    bf16_flops = limits[torch.bfloat16]
     result = {
         "machine": machine_class(),
-        "matmul_gflops": {
-            "bfloat16": round(bf16_flops / 1e9, 1),
-            "float32": round(_matmul_flops(2048, torch.float32, 10) / 1e9, 1),
-        },
+        "matmul_gflops": {"bfloat16": round(bf16_flops / 1e9, 1), "float32": round(limits[torch.float32] / 1e9, 1)},
         "flops_per_voxel": {},
         "backend_requested": backend,
         "inference": [],
@@ -789,7 +788,8 @@ def suite(
         )
         result["flops_per_voxel"][variant] = round(_flops_per_voxel(ModularUNet(**kwargs).eval(), x))
     if not skip_compare:
-        result["compare_2d"] = _compare(compare_shape, checkpoints["2d"], repeats)
+        chosen = {"backend": backend} if backend != "auto" else {}
+        result["compare_2d"] = _compare(compare_shape, checkpoints["2d"], repeats, limits=limits, **chosen)
     for variant, ckpt in checkpoints.items():
         for precision in ("auto", "fp32"):
             settings = {"precision": precision, "backend": backend if precision == "auto" else "torch"}
