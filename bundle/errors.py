@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 import traceback
 
-__all__ = ["OutputError", "SettingError", "install_cause_hook", "root_cause"]
+__all__ = ["OutputError", "SettingError", "install_cause_hook", "last_line", "root_cause"]
 
 
 class OutputError(OSError):
@@ -38,6 +38,12 @@ def root_cause(error: BaseException) -> BaseException:
     return (own or chain)[-1]
 
 
+def last_line(error: BaseException) -> str:
+    """What the hook prints last for `error`: its root cause's type and message."""
+    cause = root_cause(error)
+    return f"error: {type(cause).__name__}: {cause}"
+
+
 def _close_progress_bars() -> None:
     """Close open tqdm bars now, so that none is redrawn after the error line."""
     tqdm = sys.modules.get("tqdm")
@@ -48,8 +54,7 @@ def _close_progress_bars() -> None:
 def _hook(kind, error, tb) -> None:
     _close_progress_bars()
     traceback.print_exception(kind, error, tb)
-    cause = root_cause(error)
-    print(f"error: {type(cause).__name__}: {cause}", file=sys.stderr)
+    print(last_line(error), file=sys.stderr)
 
 
 def install_cause_hook() -> None:

@@ -64,12 +64,13 @@ def _stream_handlers() -> list[logging.StreamHandler]:
     return [h for logger in loggers for h in logger.handlers if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
 
 
-def _in_process_run(args: tuple[str, ...]) -> subprocess.CompletedProcess | None:
+def run_in_process(args: tuple[str, ...]) -> subprocess.CompletedProcess | None:
     """`monai.bundle run WORKFLOW --KEY VALUE ...` in this interpreter, its values parsed as fire parses them on the
     command line and everything it prints or logs captured; None for anything else (another command, odd flags).
 
     Log handlers that MONAI and Ignite attach to the console (once per process, bound to the stream of that
-    moment) write into this run's capture while it runs, and into the console again afterwards."""
+    moment) write into this run's capture while it runs, and into the console again afterwards. A failed run's
+    exception is the result's `error`."""
     if len(args) < 2 or args[0] != "run" or len(args[2:]) % 2 or not all(a.startswith("--") for a in args[2::2]):
         return None
     from fire.parser import DefaultParseValue
@@ -81,16 +82,16 @@ def _in_process_run(args: tuple[str, ...]) -> subprocess.CompletedProcess | None
     redirected = {h: h.stream for h in _stream_handlers() if h.stream in console or isinstance(h.stream, _Captured)}
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
-    code = 0
+    code, error = 0, None
     try:
         for handler, stream in redirected.items():
             handler.setStream(console.get(stream, out))
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
                 run(args[1], **overrides)
-            except Exception:
+            except Exception as err:
                 traceback.print_exc()
-                code = 1
+                code, error = 1, err
     finally:
         for handler in _stream_handlers():
             if handler.stream in (out, err):
@@ -101,7 +102,9 @@ def _in_process_run(args: tuple[str, ...]) -> subprocess.CompletedProcess | None
         for handler in [h for h in handlers if h not in root.handlers]:
             root.addHandler(handler)
         root.setLevel(level)
-    return subprocess.CompletedProcess(["monai.bundle", *args], code, out.getvalue(), err.getvalue())
+    result = subprocess.CompletedProcess(["monai.bundle", *args], code, out.getvalue(), err.getvalue())
+    result.error = error
+    return result
 
 
 def bundle_run(
@@ -112,7 +115,7 @@ def bundle_run(
     A `run` runs in this interpreter (MONAI's start-up of 5-6 s is paid once per test worker); `cli`, another
     working directory or another environment start the command line itself in a subprocess.
     """
-    result = None if cli or cwd is not None or env else _in_process_run(args)
+    result = None if cli or cwd is not None or env else run_in_process(args)
     if result is None:
         result = subprocess.run(
             [sys.executable, "-m", "monai.bundle", *args],

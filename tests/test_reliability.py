@@ -8,8 +8,9 @@ from collections import namedtuple
 
 import pytest
 import torch
-from conftest import CONFIGS, ROOT, bundle_run
+from conftest import CONFIGS, ROOT, bundle_run, run_in_process
 
+from bundle.errors import last_line
 from bundle.inference import StreamedSegmentation
 from bundle.inference import streamed as streamed_module
 from bundle.networks import ModularUNet
@@ -30,9 +31,10 @@ def inference_args(dataset, output, model, *extra):
 
 
 def failing(*args) -> list[str]:
-    result = subprocess.run([sys.executable, "-m", "monai.bundle", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    """A run that must fail, in this interpreter: what it printed, then the line the bundle's hook prints last."""
+    result = run_in_process(args)
     assert result.returncode != 0
-    return (result.stdout + result.stderr).strip().splitlines()
+    return (result.stdout + result.stderr).strip().splitlines() + [last_line(result.error)]
 
 
 def kill_after(args, progress, slabs: int) -> None:
