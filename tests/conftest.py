@@ -89,9 +89,9 @@ def run_in_process(args: tuple[str, ...]) -> subprocess.CompletedProcess | None:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
                 run(args[1], **overrides)
-            except Exception as err:
+            except Exception as raised:
                 traceback.print_exc()
-                code, error = 1, err
+                code, error = 1, raised
     finally:
         for handler in _stream_handlers():
             if handler.stream in (out, err):

@@ -56,7 +56,7 @@ def annotated_dataset(tiny_dataset, models, tmp_path):
     infer(data / "phantom.raw", tmp_path / "out", models["2d"], "2d", "--backend", "torch", "--progress", "False")
     suggestions = tmp_path / "suggestions.json"
     printed = run_script("annotate.py", "suggest", "--input_path", str(data / "phantom.raw"), "--prediction_dir", str(tmp_path / "out"),
-                         "--n", "3", "--z_range", "[0,32]", "--output", str(suggestions))
+                         "--n", "3", "--z_range", "[0,32]", "--output", str(suggestions), cli=True)
     assert json.loads(suggestions.read_text()) == [{"axis": "z", "index": z} for z in (20, 8, 31)] and printed.startswith("1. z-plane 20")
     printed = run_script("annotate.py", "suggest", "--input_path", str(data / "phantom.raw"), "--prediction_dir", str(tmp_path / "out"),
                          "--n", "3", "--strategy", "uncertainty", "--z_range", "[0,32]", "--output", str(suggestions))

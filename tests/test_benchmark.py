@@ -8,8 +8,8 @@ from bundle.io import open_volume
 from bundle.networks import ModularUNet
 
 
-def benchmark(*args):
-    stdout = run_script("benchmark.py", *args, timeout=600)
+def benchmark(*args, cli=False):
+    stdout = run_script("benchmark.py", *args, timeout=600, cli=cli)
     lines = stdout.strip().splitlines()
     start = max(i for i, line in enumerate(lines) if line.startswith("{"))
     return json.loads("\n".join(lines[start:]))
@@ -18,7 +18,7 @@ def benchmark(*args):
 def test_big_volume_repeats_the_source_and_inference_reports_the_childs_own_peak_rss(tiny_dataset, tmp_path):
     big = tmp_path / "big" / "volume.raw"
     made = benchmark(
-        "big-volume", "--source", str(tiny_dataset / "phantom.raw"), "--output", str(big), "--repeats", "3"
+        "big-volume", "--source", str(tiny_dataset / "phantom.raw"), "--output", str(big), "--repeats", "3", cli=True
     )
     assert made["shape_zyx"] == [144, 64, 64]
     source, volume = open_volume(tiny_dataset / "phantom.raw").read(), open_volume(big)

@@ -130,7 +130,7 @@ def test_make_family_lists_every_draw_with_its_config(tmp_path):
 
 
 def test_family_command_writes_edge_draws(tmp_path):
-    printed = json.loads(run_script("phantom.py", "family", "--output_dir", str(tmp_path), "--seeds", "[5]", "--shape", "[24,48,48]", "--edge", "True"))
+    printed = json.loads(run_script("phantom.py", "family", "--output_dir", str(tmp_path), "--seeds", "[5]", "--shape", "[24,48,48]", "--edge", "True", cli=True))
     (entry,) = load_dataset_description(tmp_path)
     assert printed["volumes"][0]["image"] == str(tmp_path / "draw5.raw")
     assert entry.extra["phantom"]["noise_std"] == PhantomFamily().draw(5, edge=True).noise_std

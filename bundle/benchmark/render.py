@@ -125,7 +125,18 @@ def render(results_dir: str | Path = RESULTS) -> dict[str, str]:
         tables.update(_formats_tables(json.loads((results_dir / "formats.json").read_text())))
     for path in sorted(results_dir.glob("study*.csv")):
         tables.update(study_tables(path))
+    if (results_dir / "test_durations.txt").is_file():
+        tables["test_durations"] = _durations_table((results_dir / "test_durations.txt").read_text())
     return tables
+
+
+def _durations_table(text: str) -> str:
+    """The slowest tests of a recorded `bash .ci/run` (pytest's `--durations` lines), under the run's own first and last lines."""
+    lines = text.strip().splitlines()
+    slowest = [re.match(r"^([0-9.]+)s (call|setup|teardown) +(\S+)$", line) for line in lines]
+    rows = [[m[1], m[2], f"`{m[3]}`"] for m in slowest if m]
+    summary = next((line for line in reversed(lines) if " passed" in line), "")
+    return f"{lines[0]}\n{summary.strip()}\n\n" + _table(["seconds", "phase", "test"], rows)
 
 
 def _training_histories_table(histories: list[dict]) -> str:
