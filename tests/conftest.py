@@ -107,24 +107,19 @@ def run_in_process(args: tuple[str, ...]) -> subprocess.CompletedProcess | None:
     return result
 
 
-def bundle_run(
-    *args: str, cwd: Path | None = None, timeout: int = 600, env: dict | None = None, cli: bool = False
-) -> subprocess.CompletedProcess:
-    """`python -m monai.bundle ARGS`; fails the test with its output on a non-zero exit.
+def bundle_run(*args: str, cwd: Path | None = None, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m monai.bundle ARGS` in a subprocess; fails the test with its output on a non-zero exit.
 
-    A `run` runs in this interpreter (MONAI's start-up of 5-6 s is paid once per test worker); `cli`, another
-    working directory or another environment start the command line itself in a subprocess.
-    """
-    result = None if cli or cwd is not None or env else run_in_process(args)
-    if result is None:
-        result = subprocess.run(
-            [sys.executable, "-m", "monai.bundle", *args],
-            cwd=cwd or ROOT,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env={**os.environ, "OMP_NUM_THREADS": "2", **(env or {})},
-        )
+    Successful workflow runs stay on the command line: run in the test worker, a sequence of them (OpenVINO,
+    ONNX Runtime, napari in one process) left the worker to die by SIGSEGV when it next started a process."""
+    result = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", *args],
+        cwd=cwd or ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "OMP_NUM_THREADS": "2", **(env or {})},
+    )
     if result.returncode != 0:
         pytest.fail(f"monai.bundle {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
     return result
@@ -207,9 +202,9 @@ def models(tmp_path_factory):
     return paths
 
 
-def infer(input_path, output, model, variant="2d", *extra, env=None, cli=False):
+def infer(input_path, output, model, variant="2d", *extra, env=None):
     configs = ["inference.json"] + ([f"variants/{variant}.json"] if variant != "2d" else [])
     return bundle_run(
         "run", "inference", "--config_file", config_list(*configs), "--input_path", str(input_path), "--output_dir", str(output),
-        "--ckpt_path", str(model), "--network_def#f0", "4", *VARIANT_ARGS[variant], *extra, env=env, cli=cli,
+        "--ckpt_path", str(model), "--network_def#f0", "4", *VARIANT_ARGS[variant], *extra, env=env,
     )

@@ -14,7 +14,7 @@ from bundle.metrics import confusion_matrix, iou_per_class
 def test_evaluate_writes_the_full_report(tiny_dataset, models, tmp_path, variant):
     configs = ["inference.json", "evaluate.json"] + ([f"variants/{variant}.json"] if variant != "2d" else [])
     bundle_run("run", "evaluate", "--config_file", config_list(*configs), "--dataset_dir", str(tiny_dataset), "--output_dir", str(tmp_path),
-               "--ckpt_path", str(models[variant]), "--network_def#f0", "4", *VARIANT_ARGS[variant], cli=variant == "2d")
+               "--ckpt_path", str(models[variant]), "--network_def#f0", "4", *VARIANT_ARGS[variant])
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert set(metrics) >= {"iou", "mean_iou", "report", "confusion", "baselines"}
     assert set(metrics["baselines"]) == {"zero_oc", "bin_zero_oc_train", "bin_zero_oc_test"}

@@ -18,7 +18,7 @@ from bundle.phantom import make_phantom
 
 @pytest.mark.parametrize("variant", VARIANT_NETS)
 def test_inference_run_writes_every_output(tiny_dataset, models, tmp_path, variant):
-    infer(tiny_dataset / "phantom.raw", tmp_path, models[variant], variant, "--slab", "8", "--save_probabilities", "True", cli=variant == "2d")
+    infer(tiny_dataset / "phantom.raw", tmp_path, models[variant], variant, "--slab", "8", "--save_probabilities", "True")
     seg = open_volume(tmp_path / "phantom.seg.raw")
     assert seg.shape == (48, 64, 64) and seg.dtype == np.uint8 and seg.read().max() <= 2
     prob = open_volume(tmp_path / "phantom.prob.raw").read().reshape(3, 48, 64, 64).astype(int)

@@ -19,10 +19,10 @@ VARIANTS = {
 }
 
 
-def train(dataset, output, variant="2d", *extra, cli=False):
+def train(dataset, output, variant="2d", *extra):
     configs, overrides, _ = VARIANTS[variant]
     return bundle_run("run", "training", "--config_file", config_list(*configs), "--dataset_dir", str(dataset), "--output_dir", str(output),
-                      *TINY, *overrides, *extra, cli=cli)
+                      *TINY, *overrides, *extra)
 
 
 def first_epoch_losses(log: str) -> list[str]:
@@ -31,7 +31,7 @@ def first_epoch_losses(log: str) -> list[str]:
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_training_run_writes_a_loadable_model(tiny_dataset, tmp_path, variant):
-    result = train(tiny_dataset, tmp_path, variant, cli=variant == "2d")
+    result = train(tiny_dataset, tmp_path, variant)
     assert "val_mean_iou" in result.stdout + result.stderr
     model = tmp_path / "models" / "model.pt"
     assert model.is_file() and (tmp_path / "models" / "checkpoint.pt").is_file()
