@@ -151,7 +151,9 @@ def test_training_stopped_by_a_signal_resumes_at_the_next_epoch_with_lr_and_best
             str(tmp_path), "--max_epochs", "40", "--steps_per_epoch", "2", "--batch_size", "2", "--val_interval", "1",
             "--network_def#f0", "4", "--num_workers", "0", "--crop_size", "[32,32]", "--val_roi", "[256,256]"]
     checkpoint = tmp_path / "models" / "checkpoint.pt"
-    process = subprocess.Popen([sys.executable, "-m", "monai.bundle", *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # a shell delivers Ctrl-C to a process whose SIGINT is not ignored; the test worker's may be (inherited over exec)
+    process = subprocess.Popen([sys.executable, "-m", "monai.bundle", *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while time.time() < deadline and process.poll() is None:
         if checkpoint.is_file() and torch.load(checkpoint, weights_only=False)["trainer"]["iteration"] >= 4:
