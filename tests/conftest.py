@@ -5,10 +5,14 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
+import json
 import logging
 import os
+import select
+import signal
 import subprocess
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 
@@ -30,6 +34,12 @@ def pytest_configure(config) -> None:
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     if worker.startswith("gw") and os.environ.get("XCT_TEST_PIN", "1") == "1" and count > 1 and len(cpus) >= count:
         os.sched_setaffinity(0, cpus[int(worker[2:]) % count :: count])
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """The longest tests first: pytest-xdist hands the head of the list out first and the tail one test at a time,
+    so short tests at the end fill the gaps and the workers finish together."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -107,20 +117,48 @@ def run_in_process(args: tuple[str, ...]) -> subprocess.CompletedProcess | None:
     return result
 
 
-def bundle_run(*args: str, cwd: Path | None = None, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    """`python -m monai.bundle ARGS` in a subprocess; fails the test with its output on a non-zero exit.
+class _ForkServer:
+    """tests/cli_fork_server.py, started on first use by this test process: each run forks from its warm imports."""
 
-    Successful workflow runs stay on the command line: run in the test worker, a sequence of them (OpenVINO,
-    ONNX Runtime, napari in one process) left the worker to die by SIGSEGV when it next started a process."""
-    result = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", *args],
-        cwd=cwd or ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "OMP_NUM_THREADS": "2", **(env or {})},
-    )
-    if result.returncode != 0:
+    process: subprocess.Popen | None = None
+
+    @classmethod
+    def run(cls, args: list[str], cwd: Path, env: dict, timeout: float) -> subprocess.CompletedProcess:
+        if cls.process is None or cls.process.poll() is not None:
+            cls.process = subprocess.Popen(
+                [sys.executable, str(ROOT / "tests" / "cli_fork_server.py")], cwd=ROOT, stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": env["OMP_NUM_THREADS"]},
+            )
+        with tempfile.TemporaryDirectory() as folder:
+            out, err = Path(folder, "stdout"), Path(folder, "stderr")
+            request = {"args": args, "cwd": str(cwd), "env": env, "stdout": str(out), "stderr": str(err)}
+            cls.process.stdin.write(json.dumps(request) + "\n")
+            cls.process.stdin.flush()
+            pid = json.loads(cls.process.stdout.readline())["pid"]
+            if not select.select([cls.process.stdout], [], [], timeout)[0]:
+                os.kill(pid, signal.SIGKILL)
+                cls.process.stdout.readline()
+                raise subprocess.TimeoutExpired(["monai.bundle", *args], timeout)
+            code = json.loads(cls.process.stdout.readline())["returncode"]
+            return subprocess.CompletedProcess(["monai.bundle", *args], code, out.read_text(), err.read_text())
+
+
+def bundle_run(
+    *args: str, cwd: Path | None = None, timeout: int = 600, env: dict | None = None, cli: bool = False, check: bool = True
+) -> subprocess.CompletedProcess:
+    """`python -m monai.bundle ARGS`: forked from a process that has MONAI imported (no 5-6 s start-up), or with
+    `cli` a fresh interpreter; with `check`, fails the test with its output on a non-zero exit.
+
+    Not in the test's own interpreter: there a sequence of runs (OpenVINO, ONNX Runtime, napari in one process)
+    left the worker to die by SIGSEGV when it next started a process."""
+    environment = {**os.environ, "OMP_NUM_THREADS": "2", **(env or {})}
+    if cli:
+        result = subprocess.run(
+            [sys.executable, "-m", "monai.bundle", *args], cwd=cwd or ROOT, capture_output=True, text=True, timeout=timeout, env=environment
+        )
+    else:
+        result = _ForkServer.run(list(args), cwd or ROOT, environment, timeout)
+    if check and result.returncode != 0:
         pytest.fail(f"monai.bundle {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
     return result
 

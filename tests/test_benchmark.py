@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 from conftest import run_script
 
@@ -15,6 +16,7 @@ def benchmark(*args, cli=False):
     return json.loads("\n".join(lines[start:]))
 
 
+@pytest.mark.slow
 def test_big_volume_repeats_the_source_and_inference_reports_the_childs_own_peak_rss(tiny_dataset, tmp_path):
     big = tmp_path / "big" / "volume.raw"
     made = benchmark(
@@ -44,6 +46,7 @@ def test_big_volume_repeats_the_source_and_inference_reports_the_childs_own_peak
     assert open_volume(tmp_path / "work" / "out" / "volume.seg.raw").shape == (144, 64, 64)
 
 
+@pytest.mark.slow
 def test_suite_writes_every_measurement_of_the_performance_page(tmp_path):
     from bundle.variants import VARIANT_NETWORK
 
@@ -96,6 +99,7 @@ def test_suite_writes_every_measurement_of_the_performance_page(tmp_path):
     assert all(r["steps_timed"] == 2 and r["seconds_per_step"] > 0 and r["peak_rss_mib"] > 100 for r in result["train_workflow"])
 
 
+@pytest.mark.slow
 def test_formats_reads_and_segments_the_same_volume_from_raw_hdf5_and_zarr_and_ome_zarr_opens_the_result(tmp_path):
     result = benchmark("formats", "--plane", "64", "--source_depth", "16", "--compare_depth", "24", "--big_gib", "0.0002",
                        "--chunks", "[8,32,32]", "--work_dir", str(tmp_path), "--output", str(tmp_path / "formats.json"))

@@ -4,6 +4,7 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT, bundle_run, config_list, run_script
 
 from bundle.benchmark.render import render
@@ -21,6 +22,7 @@ def rows(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_each_study_writes_its_rows_and_an_interrupted_study_resumes(tiny_dataset, tmp_path):
     common = ["--dataset_dir", str(tiny_dataset), "--epochs", "1", "--work_dir", str(tmp_path), "--overrides", TINY]
     experiment("compare-variants", *common, "--f0s", "[4]", "--variants", "['2d','2.5d']")

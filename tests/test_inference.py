@@ -60,6 +60,7 @@ def test_roi_and_nifti_output(tiny_dataset, models, tmp_path):
     assert not (tmp_path / "phantom.seg.raw").exists()
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_identical_files(tmp_path, models):
     make_phantom(tmp_path / "data", (64, 128, 128), seed=5)
     reference = tmp_path / "reference"
@@ -86,6 +87,7 @@ def test_killed_run_resumes_to_identical_files(tmp_path, models):
         assert (interrupted / f"phantom.{name}.raw").read_bytes() == (reference / f"phantom.{name}.raw").read_bytes()
 
 
+@pytest.mark.slow
 def test_two_process_inference_equals_single_process(tiny_dataset, models, tmp_path):
     single = tmp_path / "single"
     infer(tiny_dataset / "phantom.raw", single, models["2d"], "2d", "--slab", "4", env={"OMP_NUM_THREADS": "1"})
@@ -97,12 +99,6 @@ def test_two_process_inference_equals_single_process(tiny_dataset, models, tmp_p
     assert result.returncode == 0, result.stderr[-4000:]
     for name in ("seg", "uncertainty"):
         assert (tmp_path / "multi" / f"phantom.{name}.raw").read_bytes() == (single / f"phantom.{name}.raw").read_bytes()
-
-
-def failing(*args):
-    result = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "inference", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode != 0
-    return result.stdout + result.stderr
 
 
 def test_config_workflow_infer_properties_with_no_scan_on_disk(tmp_path, monkeypatch):

@@ -1,9 +1,7 @@
-import subprocess
-import sys
 
 import pytest
 import torch
-from conftest import CONFIGS, ROOT
+from conftest import CONFIGS, bundle_run
 
 from bundle.networks import ChannelLayerNorm, ModularUNet
 
@@ -126,14 +124,7 @@ def test_verify_net_in_out_for_each_variant(variant):
         configs.append(CONFIGS / "variants" / f"{variant}.json")
         metas.append(CONFIGS / "variants" / f"{variant}.metadata.json")
     as_list = lambda files: "[" + ",".join(f"'{f}'" for f in files) + "]"  # noqa: E731
-    result = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def", "--meta_file", as_list(metas), "--config_file", as_list(configs), "--n", "2"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = bundle_run("verify_net_in_out", "network_def", "--meta_file", as_list(metas), "--config_file", as_list(configs), "--n", "2", timeout=300)
     assert "verified with no error" in result.stdout + result.stderr
 
 

@@ -48,6 +48,7 @@ def kill_after(args, progress, slabs: int) -> None:
     assert list(progress.glob("slab_*")) and process.returncode != 0, "the run finished before it could be interrupted"
 
 
+@pytest.mark.slow
 def test_resume_refuses_another_model_precision_or_backend_naming_it_and_overwrite_starts_over(tiny_dataset, tmp_path, model):
     out, progress = tmp_path / "out", tmp_path / "out" / ".phantom.progress"
     settings = ("--slab", "1", "--precision", "fp32", "--backend", "torch")

@@ -3,6 +3,7 @@ weights, the pre-processing, the tiling or a backend cannot land."""
 
 import json
 
+import pytest
 from conftest import bundle_run, config_list
 
 from bundle.phantom import make_phantom
@@ -12,6 +13,7 @@ from bundle.phantom import make_phantom
 FLOORS = {"matrix": 0.95, "fibre": 0.87, "porosity": 0.50}
 
 
+@pytest.mark.slow
 def test_shipped_model_through_default_run_inference_keeps_its_quality(tmp_path):
     make_phantom(tmp_path / "data", (48, 128, 128), seed=0)
     bundle_run("run", "inference", "--config_file", config_list("inference.json"), "--input_path", str(tmp_path / "data" / "phantom.raw"),

@@ -73,7 +73,7 @@ def test_fine_tuning_keeps_the_pretrained_models_grey_percentiles_unless_told_ot
 
 
 def run_expecting_failure(*args):
-    result = subprocess.run([sys.executable, "-m", "monai.bundle", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = bundle_run(*args, timeout=300, check=False)
     assert result.returncode != 0
     assert "Epoch: 1/" not in result.stdout + result.stderr
     return result.stdout + result.stderr
@@ -95,6 +95,7 @@ def test_bad_training_inputs_fail_before_any_step(tiny_dataset, tmp_path):
     assert "fewer than the crop depth 40" in log
 
 
+@pytest.mark.slow
 def test_two_process_gloo_training(tiny_dataset, tmp_path):
     configs = config_list("train.json", "multi_gpu_train.json")
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517", "-m", "monai.bundle", "run", "training"]
