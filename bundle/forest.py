@@ -50,7 +50,10 @@ class FilterForest:
         self.forest = None
 
     def fit(self, images: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> FilterForest:
-        from sklearn.ensemble import RandomForestClassifier
+        try:
+            from sklearn.ensemble import RandomForestClassifier
+        except ImportError as missing:
+            raise ImportError('the random-forest baseline needs scikit-learn: pip install -e ".[studies]"') from missing
 
         rng = np.random.default_rng(self.seed)
         features = np.concatenate([slice_features(image).reshape(-1, 4 * len(SIGMAS)) for image in images])

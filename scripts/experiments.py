@@ -10,6 +10,7 @@
     python scripts/experiments.py training-history --log runs/full_default.log --label "today's defaults" --output docs/results/full_default_training.json
     python scripts/experiments.py annotation-loop --data_seeds '[21,22]' --rounds 3 --results docs/results/study_annotation.csv
     python scripts/experiments.py fine-tune --pretrained models/model.pt --data_seeds '[200,201,202]' --results docs/results/study_fine_tune.csv
+    python scripts/experiments.py held-out --model models/model.pt --results docs/results/study_held_out.csv
     python scripts/experiments.py plot --results runs/experiments/results.csv
     python scripts/experiments.py table --results runs/experiments/results.csv
 

@@ -207,3 +207,34 @@ def test_training_history_reads_a_real_run_log_and_tables_it_beside_the_phantom_
                              "--output", str(results / "bad_training.json")], capture_output=True, text=True)
     assert failed.returncode != 0 and failed.stderr.strip().splitlines()[-1].startswith(f"{log}: no validation metrics")
     assert not (results / "bad_training.json").exists()
+
+
+def test_held_out_scans_are_scored_by_the_model_its_adaptation_a_forest_fine_tuning_and_scratch_training(tmp_path):
+    import torch
+
+    from bundle.networks import ModularUNet
+
+    torch.manual_seed(0)
+    torch.save(ModularUNet(f0=4).state_dict(), tmp_path / "start.pt")
+    args = ["held-out", "--model", str(tmp_path / "start.pt"), "--scans", '["projection-edge:204"]', "--shape", "[24,64,64]", "--slices", "[2]",
+            "--epochs", "1", "--scratch_factor", "2", "--seeds", "[0]", "--forest_slices", "2", "--f0", "4", "--work_dir", str(tmp_path),
+            "--overrides", TINY]
+    experiment(*args)
+    table = rows(tmp_path / "results.csv")
+    scan = "projection-edge:204"
+    assert [(r["run"], r["train_slices"], r["epochs"]) for r in table] == [
+        (f"model on {scan}", "0", ""), (f"model + adapt bn on {scan}", "0", ""), (f"forest 2 slices on {scan}", "2", ""),
+        (f"fine-tuned 2 slices on {scan}", "2", "1"), (f"scratch 2 slices 2x steps on {scan}", "2", "2"),
+    ]
+    model, adapted, forest, tuned, scratch = table
+    assert model["mean_iou"] != adapted["mean_iou"] and float(adapted["train_seconds"]) > 0
+    assert 0.4 < float(forest["mean_iou"]) <= 1 and forest["variant"] == "forest" and float(forest["train_seconds"]) > 0
+    assert json.loads(forest["config"])["planes"]["z"] == json.loads(tuned["config"])["planes"]["z"]
+    assert json.loads(tuned["config"])["pretrained"] == str(tmp_path / "start.pt") and json.loads(scratch["config"])["pretrained"] is None
+    assert len({r["bin_zero_oc_test_mean"] for r in table}) == 1
+    experiment(*args)
+    assert len(rows(tmp_path / "results.csv")) == 5
+    lines = tables.study_tables(tmp_path / "results.csv")["results:held_out"].splitlines()
+    assert lines[-4].startswith("| scan | Bin-ZeroOC | model | model + adapt bn | forest 2 slices | fine-tuned 2 slices |")
+    assert lines[-1].startswith("| mean of the 1 projection draws |") and lines[-2].startswith(f"| {scan} |")
+    assert lines[-2].count(" min)") + lines[-2].count(" s)") == 4, lines[-2]

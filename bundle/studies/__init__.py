@@ -1,7 +1,9 @@
 """The paper's experiments on your data, run through the bundle's own training and evaluation workflows:
-`study` (the resumable runner and its CSV), `runs` (each study), `tables` (figures and tables).
+`study` (the resumable runner and its CSV), `runs` (each study), `held_out` (scans no training saw, against a
+random forest), `tables` (figures and tables).
 `scripts/experiments.py` is their command-line face."""
 
+from .held_out import held_out
 from .runs import (
     ablation,
     annotation_loop,
@@ -30,6 +32,7 @@ COMMANDS = {
     "shipped": shipped,
     "training-history": training_history,
     "generalist": generalist,
+    "held-out": held_out,
     "plot": plot,
     "table": table,
 }
