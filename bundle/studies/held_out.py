@@ -115,6 +115,7 @@ def held_out(
             config = json.dumps({"checkpoint": str(model), "adapt": "bn", "dataset_dir": str(data)}, sort_keys=True)
             append_row(results, {**Study()._row("held_out", f"model + adapt bn on {scan}", 0, "2d", network, "adapt bn", 0, [], seconds,
                                                 metrics, config), "epochs": ""})
+            print(f"model + adapt bn on {scan}: mean IoU {metrics['mean_iou']:.4f}, porosity {metrics['iou']['porosity']:.4f}")
         train = dense.ranges("train")[0]
         for seed in seeds:
             run = f"forest {int(forest_slices)} slices on {scan}"
