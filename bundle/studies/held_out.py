@@ -63,6 +63,38 @@ def _forest_metrics(dense, planes: list[dict], seed: int, baselines: dict) -> di
     return {**summary, "seconds": time.time() - fitted, "train_seconds": fitted - started, "test_voxels": voxels, "baselines": baselines}
 
 
+def _adapted_row(work: Path, scan: str, data: Path, dense, model: Path, network: dict, overrides: dict, results: Path) -> None:
+    """`run inference --adapt bn` on the whole scan (timed), its labels scored on the test slices by the evaluate
+    workflow (`--prediction_path`), one row."""
+    folder = work / "held_out" / f"adapt_{scan.replace(':', '')}"
+    folder.mkdir(parents=True, exist_ok=True)
+    infer = {"input_path": str(dense.image_path), "output_dir": str(folder / "prediction"), "ckpt_path": str(model), "adapt": "bn",
+             "backend": "torch", "progress": False, **network, **{k: v for k, v in overrides.items() if k in EVALUATE_KEYS}}
+    started = time.time()
+    run_workflow("inference", "2d", [], infer, folder / "inference.log")
+    seconds = time.time() - started
+    stem = dense.image_path.name.split(".")[0]
+    evaluate = {"dataset_dir": str(data), "output_dir": str(folder / "eval"), "ckpt_path": str(model), "write_volumes": False,
+                "prediction_path": str(folder / "prediction" / f"{stem}.seg.raw"), **network}
+    run_workflow("evaluate", "2d", [], evaluate, folder / "eval.log")
+    metrics = json.loads((folder / "eval" / "metrics.json").read_text())
+    config = json.dumps({"checkpoint": str(model), "adapt": "bn", "dataset_dir": str(data)}, sort_keys=True)
+    run = f"model + adapt bn on {scan}"
+    append_row(results, {**Study()._row("held_out", run, 0, "2d", network, "adapt bn", 0, [], seconds, metrics, config), "epochs": ""})
+    print(f"{run}: mean IoU {metrics['mean_iou']:.4f}, porosity {metrics['iou']['porosity']:.4f}")
+
+
+def _forest_row(scan: str, data: Path, dense, count: int, seed: int, baselines: dict, results: Path) -> None:
+    """A `FilterForest` on `count` evenly spaced z-planes of the scan's train range (the fine-tuning's planes), one row."""
+    run = f"forest {count} slices on {scan}"
+    planes = _spaced_planes(dense.ranges("train")[0], count)
+    metrics = _forest_metrics(dense, planes, seed, baselines)
+    config = json.dumps({"forest": "FilterForest", "planes": {"z": [p["index"] for p in planes]}, "dataset_dir": str(data)}, sort_keys=True)
+    row = Study()._row("held_out", run, seed, "2d", {}, "random forest", count, [], metrics["train_seconds"], metrics, config)
+    append_row(results, {**row, "variant": "forest", "f0": "", "parameters": 0, "epochs": ""})
+    print(f"{run} seed {seed}: mean IoU {metrics['mean_iou']:.4f}")
+
+
 def held_out(
     model: str = str(ROOT / "models" / "model.pt"),
     scans: tuple = ("projection:200", "projection:201", "projection:202", "projection:203", "projection-edge:204", "projection-edge:205",
@@ -100,32 +132,10 @@ def held_out(
         study.score("held_out", f"model on {scan}", 0, "2d", network, Path(model), "no labels", [], train_slices=0)
         scored = json.loads((study._folder("held_out", f"model on {scan} seed=0") / "eval" / "metrics.json").read_text())
         if adapt and (f"model + adapt bn on {scan}", 0) not in done:
-            folder = work / "held_out" / f"adapt_{scan.replace(':', '')}"
-            folder.mkdir(parents=True, exist_ok=True)
-            infer = {"input_path": str(dense.image_path), "output_dir": str(folder / "prediction"), "ckpt_path": str(model), "adapt": "bn",
-                     "backend": "torch", "progress": False, **network, **{k: v for k, v in overrides.items() if k in EVALUATE_KEYS}}
-            started = time.time()
-            run_workflow("inference", "2d", [], infer, folder / "inference.log")
-            seconds = time.time() - started
-            stem = dense.image_path.name.split(".")[0]
-            evaluate = {"dataset_dir": str(data), "output_dir": str(folder / "eval"), "ckpt_path": str(model), "write_volumes": False,
-                        "prediction_path": str(folder / "prediction" / f"{stem}.seg.raw"), **network}
-            run_workflow("evaluate", "2d", [], evaluate, folder / "eval.log")
-            metrics = json.loads((folder / "eval" / "metrics.json").read_text())
-            config = json.dumps({"checkpoint": str(model), "adapt": "bn", "dataset_dir": str(data)}, sort_keys=True)
-            append_row(results, {**Study()._row("held_out", f"model + adapt bn on {scan}", 0, "2d", network, "adapt bn", 0, [], seconds,
-                                                metrics, config), "epochs": ""})
-            print(f"model + adapt bn on {scan}: mean IoU {metrics['mean_iou']:.4f}, porosity {metrics['iou']['porosity']:.4f}")
-        train = dense.ranges("train")[0]
+            _adapted_row(work, scan, data, dense, Path(model), network, overrides, results)
         for seed in seeds:
-            run = f"forest {int(forest_slices)} slices on {scan}"
-            if (run, seed) not in done:
-                planes = _spaced_planes(train, int(forest_slices))
-                metrics = _forest_metrics(dense, planes, seed, scored["baselines"])
-                config = json.dumps({"forest": "FilterForest", "planes": {"z": [p["index"] for p in planes]}, "dataset_dir": str(data)}, sort_keys=True)
-                row = Study()._row("held_out", run, seed, "2d", {}, "random forest", int(forest_slices), [], metrics["train_seconds"], metrics, config)
-                append_row(results, {**row, "variant": "forest", "f0": "", "parameters": 0, "epochs": ""})
-                print(f"{run} seed {seed}: mean IoU {metrics['mean_iou']:.4f}")
+            if (f"forest {int(forest_slices)} slices on {scan}", seed) not in done:
+                _forest_row(scan, data, dense, int(forest_slices), seed, scored["baselines"], results)
         for n in slices:
             starts = [(f"fine-tuned {n} slices on {scan}", Path(model), int(epochs))]
             if n == slices[-1]:
@@ -136,7 +146,7 @@ def held_out(
                     continue
                 folder = work / "held_out" / scan.replace(":", "") / f"slices{n}"
                 _sparse_dataset(folder / "data", dense)
-                _annotate(_spaced_planes(train, n), dense.image_path, dense.label_path, folder / "edit", folder / "data")
+                _annotate(_spaced_planes(dense.ranges("train")[0], n), dense.image_path, dense.label_path, folder / "edit", folder / "data")
                 for run, start, count in todo:
                     _fine_tune_and_score(folder / f"{'fine_tuned' if start else 'scratch'}_seed{seed}", folder / "data", "held_out", run,
                                          "fine-tuned" if start else "scratch", seed, _annotated_planes(folder / "data"), start, count,
