@@ -115,7 +115,7 @@ def held_out(
     """Each scan of `scans` ("<kind>:<seed>", kind projection, projection-edge, image or image-edge, or "demo"): `model`
     without labels (`model`), with `--adapt bn` (`model + adapt bn`), a random forest on `forest_slices` evenly spaced
     labelled z-planes (`forest N slices`), `model` fine-tuned for `epochs` on N of `slices` planes (`fine-tuned N
-    slices`) and, on the most planes, a network trained from scratch for `scratch_factor` x `epochs`; each training
+    slices`) and, on the most planes, a network trained from scratch for `scratch_factor` x `epochs` (none for 0); each training
     once per seed of `seeds`. Rows: study `held_out`, run `<method> on <scan>`, seed = the training seed (0 without
     training); resumable (a run with its row is skipped)."""
     from ..data import load_dataset_description
@@ -138,7 +138,7 @@ def held_out(
                 _forest_row(scan, data, dense, int(forest_slices), seed, scored["baselines"], results)
         for n in slices:
             starts = [(f"fine-tuned {n} slices on {scan}", Path(model), int(epochs))]
-            if n == slices[-1]:
+            if n == slices[-1] and int(scratch_factor) > 0:
                 starts.append((f"scratch {n} slices {int(scratch_factor)}x steps on {scan}", None, int(epochs) * int(scratch_factor)))
             for seed in seeds:
                 todo = [start for start in starts if (start[0], seed) not in done]
