@@ -13,6 +13,7 @@ import pytest
 from conftest import TINY_NETWORK, bundle_run, config_list, run_workflow
 
 from bundle.io import open_volume, write_volume
+from bundle.launcher import command_line
 
 h5py = pytest.importorskip("h5py")
 zarr = pytest.importorskip("zarr")
@@ -80,9 +81,9 @@ def test_every_format_through_inference_evaluation_and_training(kind, tiny_datas
     run_workflow("inference", ["inference.json"], input_path=data / image, output_dir=tmp_path / "infer", ckpt_path=models["2d"], num_workers=0)
     np.testing.assert_array_equal(open_volume(tmp_path / "infer" / "scan.seg.raw").read(), raw_results["seg"], err_msg=kind)
     if kind.startswith("tiff"):
-        tiny = [v for key, value in TINY_NETWORK.items() for v in (f"--{key}", json.dumps(value) if isinstance(value, list) else str(value))]
-        bundle_run("run", "inference", "--config_file", config_list("inference.json"), "--input_path", str(data / image), "--output_dir",
-                   str(tmp_path / "workers"), "--ckpt_path", str(models["2d"]), "--num_workers", "2", *tiny)
+        overrides = {**TINY_NETWORK, "input_path": str(data / image), "output_dir": str(tmp_path / "workers"), "ckpt_path": str(models["2d"]),
+                     "num_workers": 2}
+        bundle_run("run", "inference", "--config_file", config_list("inference.json"), *command_line(overrides))
         np.testing.assert_array_equal(open_volume(tmp_path / "workers" / "scan.seg.raw").read(), raw_results["seg"], err_msg=f"{kind}, 2 workers")
 
     run_workflow("evaluate", ["inference.json", "evaluate.json"], dataset_dir=data, output_dir=tmp_path / "eval", ckpt_path=models["2d"])

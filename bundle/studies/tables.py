@@ -198,9 +198,9 @@ def _by_scan(by_run: dict[str, list[dict]]) -> list[str]:
     methods = list(dict.fromkeys(name.split(" on ", 1)[0] for name in by_run))
     scans = list(dict.fromkeys(name.split(" on ", 1)[1] for name in by_run))
     cell = {name: statistics.fmean(float(r["mean_iou"]) * 100 for r in rows) for name, rows in by_run.items()}
+    baseline = {name.split(" on ", 1)[1]: float(rows[0]["bin_zero_oc_train_mean"]) * 100 for name, rows in reversed(by_run.items())}
     lines = ["", "| scan | Bin-ZeroOC | " + " | ".join(methods) + " |", "|---|---:|" + "---:|" * len(methods)]
     for scan in scans:
-        rows = next(rows for name, rows in by_run.items() if name.endswith(f" on {scan}"))
         cells = []
         for method in methods:
             group = by_run.get(f"{method} on {scan}")
@@ -210,13 +210,11 @@ def _by_scan(by_run: dict[str, list[dict]]) -> list[str]:
                 cells.append(f"{cell[f'{method} on {scan}']:.1f}{took}")
             else:
                 cells.append("")
-        lines.append(f"| {scan} | {float(rows[0]['bin_zero_oc_train_mean']) * 100:.1f} | " + " | ".join(cells) + " |")
+        lines.append(f"| {scan} | {baseline[scan]:.1f} | " + " | ".join(cells) + " |")
     drawn = [scan for scan in scans if scan.startswith("projection")]
     if drawn:
         means = [statistics.fmean(cell[f"{m} on {s}"] for s in drawn) if all(f"{m} on {s}" in cell for s in drawn) else None for m in methods]
-        baseline = statistics.fmean(float(next(r for n, r in by_run.items() if n.endswith(f" on {s}"))[0]["bin_zero_oc_train_mean"]) * 100
-                                    for s in drawn)
-        lines.append(f"| mean of the {len(drawn)} projection draws | {baseline:.1f} | "
+        lines.append(f"| mean of the {len(drawn)} projection draws | {statistics.fmean(baseline[s] for s in drawn):.1f} | "
                      + " | ".join("" if v is None else f"**{v:.1f}**" for v in means) + " |")
     return lines
 
