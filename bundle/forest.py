@@ -55,6 +55,8 @@ class FilterForest:
         except ImportError as missing:
             raise ImportError('the random-forest baseline needs scikit-learn: pip install -e ".[studies]"') from missing
 
+        if not len(images):
+            raise ValueError("no labelled slices to train the forest on")
         rng = np.random.default_rng(self.seed)
         features = np.concatenate([slice_features(image).reshape(-1, 4 * len(SIGMAS)) for image in images])
         classes = np.concatenate([np.asarray(label).ravel() for label in labels])

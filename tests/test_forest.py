@@ -2,6 +2,7 @@
 segments the test slices better than Bin-ZeroOC fitted on the same slices, the same way every time."""
 
 import numpy as np
+import pytest
 
 from bundle.baselines import GreyClassHistogram, grey_bins
 from bundle.data import load_dataset_description
@@ -44,5 +45,7 @@ def test_forest_on_two_slices_beats_bin_zero_oc_and_repeats(tmp_path):
         ours += confusion_matrix(predicted, truth, 3)
         threshold += confusion_matrix(table[grey_bins(grey, grey_range)], truth, 3)
     assert np.nanmean(iou_per_class(ours)) > np.nanmean(iou_per_class(threshold)) + 0.03
+    with pytest.raises(ValueError, match="no labelled slices"):
+        FilterForest().fit([], [])
     again = FilterForest(n_estimators=30, samples_per_class=4000, seed=1, n_jobs=1).fit(slices, truths)
     assert np.array_equal(again.predict(image.read(test[0], test[0] + 1)[0]), forest.predict(image.read(test[0], test[0] + 1)[0]))
