@@ -32,9 +32,9 @@ def make(output_dir: str = "demo", shape: tuple = (128, 256, 256), seed: int = 0
 
 
 def family(output_dir: str = "draws", seeds: tuple = (100,), shape: tuple = (64, 192, 192), edge: bool = False, slab: int = 32,
-           domain: str = "image") -> None:
+           domain: str = "image", paper_seeds: tuple = ()) -> None:
     """Write one phantom per seed, material and acquisition drawn from `bundle.phantom.PhantomFamily`'s ranges, as
-    `draw<seed>.raw` (+ labels) and one `dataset.json` listing them all.
+    `draw<seed>.raw` (+ labels), and one `dataset.json` listing them all.
 
     Args:
         output_dir: destination folder (created if needed).
@@ -43,9 +43,12 @@ def family(output_dir: str = "draws", seeds: tuple = (100,), shape: tuple = (64,
         edge: draw every range in its outer tenths only (held-out scans at the edges of the training distribution).
         slab: slices rendered at a time.
         domain: "image" (today's family), "projection" (forward projection, photons, detector, FBP) or "mixed" (half each).
+        paper_seeds: paper-style phantoms (the demo's config, `make`) to list beside the draws, as `paper<seed>.raw`,
+            e.g. --paper_seeds '[1,2]' (the shipped generalist's training set, docs/training.md).
     """
     family = PhantomFamily() if domain == "image" else PhantomFamily.projection_family(domain)
-    summary = make_family(output_dir, [int(s) for s in seeds], tuple(int(v) for v in shape), edge=bool(edge), slab=int(slab), family=family)
+    summary = make_family(output_dir, [int(s) for s in seeds], tuple(int(v) for v in shape), edge=bool(edge), slab=int(slab), family=family,
+                          paper_seeds=[int(s) for s in paper_seeds])
     print(json.dumps(summary, indent=2))
 
 

@@ -129,6 +129,15 @@ def test_make_family_lists_every_draw_with_its_config(tmp_path):
         assert entry.image().dtype == np.dtype(entry.extra["phantom"]["bit_depth"])
 
 
+def test_paper_seeds_list_the_paper_style_phantom_after_the_draws(tmp_path):
+    make_family(tmp_path / "mixed", [4], (24, 48, 48), paper_seeds=[1])
+    make_phantom(tmp_path / "paper", (24, 48, 48), seed=1)
+    entries = load_dataset_description(tmp_path / "mixed")
+    assert [e.image_path.name for e in entries] == ["draw4.raw", "paper1.raw"]
+    assert (tmp_path / "mixed" / "paper1.raw").read_bytes() == (tmp_path / "paper" / "phantom.raw").read_bytes()
+    assert entries[1].extra["phantom"]["seed"] == 1 and entries[1].extra["phantom"]["domain"] == "image"
+
+
 def test_family_command_writes_edge_draws(tmp_path):
     printed = json.loads(run_script("phantom.py", "family", "--output_dir", str(tmp_path), "--seeds", "[5]", "--shape", "[24,48,48]", "--edge", "True", cli=True))
     (entry,) = load_dataset_description(tmp_path)

@@ -204,14 +204,18 @@ def make_family(
     edge: bool = False,
     slab: int = 32,
     family: PhantomFamily | None = None,
+    paper_seeds: Sequence[int] = (),
 ) -> dict:
     """Write one phantom per seed, its config drawn from `family` (`edge`: at the edges of the ranges), as
-    `draw<seed>.raw` (+ labels) and one `dataset.json` listing them all, each with the paper's split."""
+    `draw<seed>.raw` (+ labels), then one paper-style phantom (the demo's config) per seed of `paper_seeds` as
+    `paper<seed>.raw`, and one `dataset.json` listing them all, each with the paper's split."""
     family = family or PhantomFamily()
     out = Path(output_dir)
     entries, summaries = [], []
-    for seed in seeds:
-        entry, summary = _write_volume(out, shape, int(seed), f"draw{int(seed)}", slab, family.draw(int(seed), edge))
+    volumes = [(f"draw{int(seed)}", int(seed), family.draw(int(seed), edge)) for seed in seeds]
+    volumes += [(f"paper{int(seed)}", int(seed), PhantomConfig()) for seed in paper_seeds]
+    for name, seed, config in volumes:
+        entry, summary = _write_volume(out, shape, seed, name, slab, config)
         entries.append(entry)
         summaries.append({**summary, **{k: entry["phantom"][k] for k in ("domain", "bit_depth", "noise_kind")}})
     write_dataset_description(out, entries)
