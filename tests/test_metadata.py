@@ -100,3 +100,13 @@ def test_metadata_packages_are_the_projects_and_the_pins_satisfy_pyproject():
         requirement = required.get(name) or optional[name]
         assert requirement.specifier.contains(version, prereleases=True), f"{name}=={version} is outside pyproject's {requirement}"
     assert not any(s.operator in ("<", "<=", "==", "~=") for s in required["torch"].specifier), "torch must have no upper bound"
+
+
+def test_the_bundle_and_the_package_have_one_version():
+    import tomllib
+
+    from conftest import ROOT
+
+    meta = json.loads((CONFIGS / "metadata.json").read_text())
+    assert meta["version"] == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert next(iter(meta["changelog"])) == meta["version"], "the changelog's first entry is this version's"
