@@ -130,7 +130,7 @@ def test_make_family_lists_every_draw_with_its_config(tmp_path):
 
 
 def test_paper_seeds_list_the_paper_style_phantom_after_the_draws(tmp_path):
-    make_family(tmp_path / "mixed", [4], (24, 48, 48), paper_seeds=[1])
+    run_script("phantom.py", "family", "--output_dir", str(tmp_path / "mixed"), "--seeds", "[4]", "--shape", "[24,48,48]", "--paper_seeds", "[1]")
     make_phantom(tmp_path / "paper", (24, 48, 48), seed=1)
     entries = load_dataset_description(tmp_path / "mixed")
     assert [e.image_path.name for e in entries] == ["draw4.raw", "paper1.raw"]
