@@ -1,8 +1,10 @@
 import json
 import os
+import subprocess
+import sys
 
 import pytest
-from conftest import CONFIGS
+from conftest import CONFIGS, ROOT
 
 MANDATORY = [
     "version",
@@ -110,3 +112,42 @@ def test_the_bundle_and_the_package_have_one_version():
     meta = json.loads((CONFIGS / "metadata.json").read_text())
     assert meta["version"] == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert next(iter(meta["changelog"])) == meta["version"], "the changelog's first entry is this version's"
+
+
+STAND_IN_VERIFY = '''
+import os, sys
+def verify_metadata_format(bundle_path):
+    raise RuntimeError("the model_zoo_verify command must replace this step where no schema is given")
+def verify(bundle, models_path="models", mode="full"):
+    bundle_path = os.path.join(models_path, bundle)
+    for part in ("configs/metadata.json", "configs/inference.json", "models/model.pt", "models/model.ts", "LICENSE", "bundle/__init__.py"):
+        if not os.path.isfile(os.path.join(bundle_path, part)):
+            raise ValueError(f"necessary file {part} is not existing.")
+    assert open(os.path.join(models_path, "model_info.json")).read().strip() == "{}"
+    print(f"start verifying {bundle}: {mode}")
+    verify_metadata_format(bundle_path)
+    if mode == "broken":
+        raise ValueError("version number: 0.0.0 is missing in 'changelog'")
+'''
+
+
+@pytest.mark.parametrize("mode", ["full", "broken"])
+def test_model_zoo_verify_lays_the_bundle_out_as_model_zoo_checks_it(tmp_path, mode):
+    """The command builds models/xct_modular_unet/ from the repo and runs a model-zoo checkout's ci/verify_bundle.py
+    there (a stand-in: CI has no model-zoo checkout); its verdict is written, or a failure ends in one line naming it."""
+    (tmp_path / "zoo" / "ci").mkdir(parents=True)
+    (tmp_path / "zoo" / "ci" / "verify_bundle.py").write_text(STAND_IN_VERIFY)
+    output = tmp_path / "verify.txt"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "model_zoo_verify.py"), "--model_zoo", str(tmp_path / "zoo"), "--output", str(output), "--mode", mode],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    if mode == "full":
+        assert result.returncode == 0, result.stderr[-2000:]
+        lines = output.read_text().splitlines()
+        assert lines == ["start verifying xct_modular_unet: full", lines[1], "verify_bundle -m full: all steps passed"]
+        assert lines[1].startswith("metadata schema check skipped")
+    else:
+        assert result.returncode != 0 and not output.exists()
+        assert result.stderr.strip().splitlines()[-1].startswith("model-zoo verify_bundle -m broken failed on ")
+        assert "is missing in 'changelog'" in result.stderr.strip().splitlines()[-1]
