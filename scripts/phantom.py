@@ -9,7 +9,7 @@ import numpy as np
 
 from bundle.baselines import GreyClassHistogram
 from bundle.cli import run_commands
-from bundle.data import load_dataset_description
+from bundle.data import combine_dataset_descriptions, load_dataset_description
 from bundle.figures import phantom_figure
 from bundle.io import write_atomically
 from bundle.metrics import confusion_matrix, iou_per_class
@@ -52,6 +52,13 @@ def family(output_dir: str = "draws", seeds: tuple = (100,), shape: tuple = (64,
     print(json.dumps(summary, indent=2))
 
 
+def combine(output_dir: str, datasets: tuple) -> None:
+    """Write OUTPUT_DIR/dataset.json listing every volume of the DATASETS (folders holding a dataset.json), paths
+    relative to OUTPUT_DIR; no volume is copied. E.g. the shipped model's training set from two `family` runs:
+    --output_dir data/v4 --datasets '["data/mixed24","data/edge8"]'."""
+    print(combine_dataset_descriptions(output_dir, [str(d) for d in datasets]))
+
+
 def baseline(dataset_dir: str = "demo", slab: int = 16, output: str | None = None) -> None:
     """Class fractions and Bin-ZeroOC fitted on the whole labelled volume (the paper's "expected performance"):
     IoU per class and mean, in %; printed, and written as JSON to `output`."""
@@ -84,7 +91,7 @@ def figure(dataset_dir: str = "demo", output: str = "docs/phantom_slice.png", z:
     print(output)
 
 
-COMMANDS = {"make": make, "family": family, "baseline": baseline, "figure": figure}
+COMMANDS = {"make": make, "family": family, "combine": combine, "baseline": baseline, "figure": figure}
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import pytest
 from conftest import ROOT, run_script
 
 from bundle.baselines import GreyClassHistogram
-from bundle.data import load_dataset_description
+from bundle.data import DatasetError, combine_dataset_descriptions, load_dataset_description
 from bundle.io import open_volume
 from bundle.metrics import confusion_matrix, iou_per_class
 from bundle.phantom import (
@@ -136,6 +136,18 @@ def test_paper_seeds_list_the_paper_style_phantom_after_the_draws(tmp_path):
     assert [e.image_path.name for e in entries] == ["draw4.raw", "paper1.raw"]
     assert (tmp_path / "mixed" / "paper1.raw").read_bytes() == (tmp_path / "paper" / "phantom.raw").read_bytes()
     assert entries[1].extra["phantom"]["seed"] == 1 and entries[1].extra["phantom"]["domain"] == "image"
+
+
+def test_combine_lists_the_volumes_of_several_datasets_without_copying_them(tmp_path):
+    make_family(tmp_path / "a", [4], (24, 48, 48), paper_seeds=[1])
+    make_family(tmp_path / "b", [9], (24, 48, 48), edge=True)
+    run_script("phantom.py", "combine", "--output_dir", str(tmp_path / "both"), "--datasets", f'["{tmp_path / "a"}","{tmp_path / "b"}"]')
+    combined, parts = load_dataset_description(tmp_path / "both"), load_dataset_description(tmp_path / "a") + load_dataset_description(tmp_path / "b")
+    assert [(e.image_path, e.label_path, e.splits, e.extra) for e in combined] == [(e.image_path, e.label_path, e.splits, e.extra) for e in parts]
+    assert sorted(p.name for p in (tmp_path / "both").iterdir()) == ["dataset.json"]
+    assert json.loads((tmp_path / "both" / "dataset.json").read_text())["volumes"][0]["image"] == "../a/draw4.raw"
+    with pytest.raises(DatasetError, match="draw4.raw: listed by both"):
+        combine_dataset_descriptions(tmp_path / "twice", [tmp_path / "a", tmp_path / "both"])
 
 
 def test_family_command_writes_edge_draws(tmp_path):

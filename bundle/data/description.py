@@ -27,6 +27,7 @@ __all__ = [
     "DatasetError",
     "VolumeEntry",
     "check_label_values",
+    "combine_dataset_descriptions",
     "load_dataset_description",
     "paper_split",
     "write_dataset_description",
@@ -178,3 +179,23 @@ def check_label_values(label: Volume, num_classes: int, ranges: list[tuple[int, 
 def write_dataset_description(directory: str | os.PathLike, volumes: list[dict]) -> Path:
     """Write `dataset.json` atomically."""
     return write_atomically(Path(directory) / "dataset.json", json.dumps({"volumes": volumes}, indent=2) + "\n")
+
+
+def combine_dataset_descriptions(directory: str | os.PathLike, sources: list[str | os.PathLike]) -> Path:
+    """One `dataset.json` in `directory` listing every volume of the `sources` (dataset folders or files), paths
+    rewritten relative to `directory`: a training set made of several folders without copying a byte. Every source is
+    checked as `load_dataset_description` checks it; an image listed twice is refused."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    volumes, seen = [], {}
+    for source in sources:
+        for entry in load_dataset_description(source):
+            if entry.image_path in seen:
+                raise DatasetError(f"{entry.image_path}: listed by both {seen[entry.image_path]} and {source}.")
+            seen[entry.image_path] = source
+            item = {"image": os.path.relpath(entry.image_path, directory.resolve())}
+            if entry.label_path is not None:
+                item["label"] = os.path.relpath(entry.label_path, directory.resolve())
+            item["splits"] = {name: [list(r) for r in ranges] for name, ranges in entry.splits.items()}
+            volumes.append({**item, **entry.extra})
+    return write_dataset_description(directory, volumes)
