@@ -231,6 +231,7 @@ def test_held_out_scans_are_scored_by_the_model_its_adaptation_a_forest_fine_tun
     assert 0.4 < float(forest["mean_iou"]) <= 1 and forest["variant"] == "forest" and float(forest["train_seconds"]) > 0
     assert json.loads(forest["config"])["planes"]["z"] == json.loads(tuned["config"])["planes"]["z"]
     assert json.loads(tuned["config"])["pretrained"] == str(tmp_path / "start.pt") and json.loads(scratch["config"])["pretrained"] is None
+    assert json.loads(tuned["config"])["overrides"] == json.loads(TINY)
     assert len({r["bin_zero_oc_test_mean"] for r in table}) == 1
     experiment(*args)
     assert len(rows(tmp_path / "results.csv")) == 5

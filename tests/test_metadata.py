@@ -107,8 +107,6 @@ def test_metadata_packages_are_the_projects_and_the_pins_satisfy_pyproject():
 def test_the_bundle_and_the_package_have_one_version():
     import tomllib
 
-    from conftest import ROOT
-
     meta = json.loads((CONFIGS / "metadata.json").read_text())
     assert meta["version"] == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert next(iter(meta["changelog"])) == meta["version"], "the changelog's first entry is this version's"

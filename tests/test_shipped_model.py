@@ -8,9 +8,9 @@ from conftest import bundle_run, config_list
 
 from bundle.phantom import make_phantom
 
-# the 0.7.0 weights measured 97.5 / 90.0 / 59.3 on this phantom (seed 0, the demo's generator settings, 48 x 128 x 128)
-# with the default backend and precision on an AVX2 CPU (fp32): FLOORS sit a few points under it
-FLOORS = {"matrix": 0.95, "fibre": 0.87, "porosity": 0.50}
+# the 0.8.0 weights measured 97.9 / 91.4 / 70.1 on this phantom (seed 0, the demo's generator settings, 48 x 128 x 128)
+# with the default backend and precision on an AVX2 CPU (fp32): FLOORS sit a few points under it (more for the rare porosity)
+FLOORS = {"matrix": 0.95, "fibre": 0.88, "porosity": 0.62}
 
 
 @pytest.mark.slow

@@ -60,6 +60,14 @@ def test_fine_tuning_loads_every_key_and_refuses_another_variant(tiny_dataset, t
     assert "grey_percentiles" not in json.loads((tmp_path / "tuned" / "models" / "model.json").read_text())
     with pytest.raises(CheckpointError, match="does not fit the network"):
         load_weights(ModularUNet(f0=4, in_channels=5), model)
+    train(tiny_dataset, tmp_path / "frozen", "2d", "--pretrained", str(model), "--max_epochs", "1", "--frozen", '["encoder"]')
+    before, after = torch.load(model, weights_only=True), torch.load(tmp_path / "frozen" / "models" / "checkpoint.pt", weights_only=True)["model"]
+    parameters = {name for name, _ in ModularUNet(f0=4).named_parameters()}
+    changed = {name for name in parameters if not torch.equal(before[name], after[name])}
+    assert changed and all(name.startswith(("bottom.", "ups.", "decoder.", "head.")) for name in changed), sorted(changed)
+    log = run_expecting_failure("run", "training", "--config_file", str(CONFIGS / "train.json"), "--dataset_dir", str(tiny_dataset),
+                                "--output_dir", str(tmp_path / "wings"), *TINY, "--pretrained", str(model), "--frozen", '["wings"]')
+    assert "['wings'] are not parts of the network" in log.strip().splitlines()[-1]
 
 
 def test_fine_tuning_keeps_the_pretrained_models_grey_percentiles_unless_told_otherwise(tiny_dataset, tmp_path):

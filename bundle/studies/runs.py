@@ -270,7 +270,7 @@ def _fine_tune_and_score(folder: Path, data: Path, study: str, run: str, change:
     metrics = json.loads((folder / "eval" / "metrics.json").read_text())
     count = sum(len(v) for v in planes.values())
     config = json.dumps({"planes": planes, "pretrained": str(model) if model else None, "epochs": int(epochs),
-                         **({"overlays": overlays} if overlays else {})}, sort_keys=True)
+                         **({"overlays": overlays} if overlays else {}), **({"overrides": overrides} if overrides else {})}, sort_keys=True)
     row = Study(epochs=int(epochs))._row(study, run, seed, "2d", network, change, count, [], seconds, metrics, config)
     append_row(results, row)
     print(f"{run} seed {seed}: {count} planes, mean IoU {metrics['mean_iou']:.4f}, porosity {metrics['iou']['porosity']:.4f}")
