@@ -9,6 +9,7 @@ from conftest import ROOT, bundle_run, config_list, run_script
 
 from bundle.benchmark.render import render
 from bundle.studies import study, tables
+from bundle.studies.held_out import held_out
 
 TINY = '{"crop_size": [32, 32], "val_roi": [256, 256], "roi_size": [256, 256], "batch_size": 2, "steps_per_epoch": 2, "val_interval": 1, "num_workers": 0}'
 
@@ -235,6 +236,9 @@ def test_held_out_scans_are_scored_by_the_model_its_adaptation_a_forest_fine_tun
     assert len({r["bin_zero_oc_test_mean"] for r in table}) == 1
     experiment(*args)
     assert len(rows(tmp_path / "results.csv")) == 5
+    shutil.rmtree(tmp_path / "held_out" / f"model_on_{scan}_seed-0")
+    with pytest.raises(FileNotFoundError, match="restore that folder or remove the row"):
+        held_out(model=str(tmp_path / "start.pt"), scans=[scan], shape=(24, 64, 64), work_dir=str(tmp_path), overrides=json.loads(TINY))
     lines = tables.study_tables(tmp_path / "results.csv")["results:held_out"].splitlines()
     assert lines[-4].startswith("| scan | Bin-ZeroOC | model | model + adapt bn | forest 2 slices | fine-tuned 2 slices |")
     assert lines[-1].startswith("| mean of the 1 projection draws |") and lines[-2].startswith(f"| {scan} |")

@@ -130,7 +130,11 @@ def held_out(
         done = {(r["run"], row_seed(r)) for r in read_rows(results)}
         study = Study(dataset_dir=str(data), work_dir=str(work), results=str(results), overrides=overrides)
         study.score("held_out", f"model on {scan}", 0, "2d", network, Path(model), "no labels", [], train_slices=0)
-        scored = json.loads((study._folder("held_out", f"model on {scan} seed=0") / "eval" / "metrics.json").read_text())
+        scored_path = study._folder("held_out", f"model on {scan} seed=0") / "eval" / "metrics.json"
+        if not scored_path.is_file():
+            raise FileNotFoundError(f"{scored_path}: missing, though {results} has the row 'model on {scan}': the study reads the "
+                                    f"scan's baselines from it; restore that folder or remove the row to score the model again")
+        scored = json.loads(scored_path.read_text())
         if adapt and (f"model + adapt bn on {scan}", 0) not in done:
             _adapted_row(work, scan, data, dense, Path(model), network, overrides, results)
         for seed in seeds:
