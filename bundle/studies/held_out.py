@@ -20,7 +20,7 @@ from .runs import (
     _spaced_planes,
     _sparse_dataset,
 )
-from .study import EVALUATE_KEYS, ROOT, Study, append_row, read_rows, row_seed, run_workflow
+from .study import EVALUATE_KEYS, INFERENCE_LEVERS, ROOT, Study, append_row, read_rows, row_seed, run_workflow
 
 SCAN_KINDS = ("projection", "projection-edge", "image", "image-edge")
 
@@ -106,6 +106,7 @@ def held_out(
     seeds: tuple = (0, 1, 2),
     forest_slices: int = 10,
     adapt: bool = True,
+    infer: tuple = (),
     overlays: tuple = tuple(GENERALIST_OVERLAYS),
     f0: int = 16,
     work_dir: str = "runs/held_out",
@@ -113,7 +114,8 @@ def held_out(
     overrides: dict | None = None,
 ) -> None:
     """Each scan of `scans` ("<kind>:<seed>", kind projection, projection-edge, image or image-edge, or "demo"): `model`
-    without labels (`model`), with `--adapt bn` (`model + adapt bn`), a random forest on `forest_slices` evenly spaced
+    without labels (`model`), with `--adapt bn` (`model + adapt bn`), with each inference lever of `infer` ("tta",
+    "multi_axis", "tta+multi_axis": `model + infer <lever>`), a random forest on `forest_slices` evenly spaced
     labelled z-planes (`forest N slices`), `model` fine-tuned for `epochs` on N of `slices` planes (`fine-tuned N
     slices`) and, on the most planes, a network trained from scratch for `scratch_factor` x `epochs` (none for 0); each training
     once per seed of `seeds`. Rows: study `held_out`, run `<method> on <scan>`, seed = the training seed (0 without
@@ -123,6 +125,9 @@ def held_out(
     work = Path(work_dir)
     results = Path(results or work / "results.csv")
     overlays, overrides, network = list(overlays), dict(overrides or {}), {"network_def#f0": int(f0)}
+    for lever in infer:
+        if lever not in INFERENCE_LEVERS or lever == "none":
+            raise ValueError(f"unknown inference lever {lever!r}; choose from {[k for k in INFERENCE_LEVERS if k != 'none']}")
     slices, seeds = sorted(int(n) for n in slices), [int(s) for s in seeds]
     for scan in scans:
         data = _scan_data(work, str(scan), tuple(int(v) for v in shape))
@@ -137,6 +142,9 @@ def held_out(
         scored = json.loads(scored_path.read_text())
         if adapt and (f"model + adapt bn on {scan}", 0) not in done:
             _adapted_row(work, scan, data, dense, Path(model), network, overrides, results)
+        for lever in infer:
+            study.score("held_out", f"model + infer {lever} on {scan}", 0, "2d", network, Path(model), lever, INFERENCE_LEVERS[lever],
+                        train_slices=0)
         for seed in seeds:
             if (f"forest {int(forest_slices)} slices on {scan}", seed) not in done:
                 _forest_row(scan, data, dense, int(forest_slices), seed, scored["baselines"], results)
