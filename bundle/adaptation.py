@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["ADAPTATIONS", "adapt_batch_norm"]
+__all__ = ["ADAPTATIONS", "adapt_batch_norm", "pseudo_labels"]
 
 ADAPTATIONS = ("none", "bn")
 
@@ -42,3 +42,15 @@ def adapt_batch_norm(network: nn.Module, batches: Sequence[np.ndarray]) -> nn.Mo
             norm.momentum = momentum
         network.eval()
     return network
+
+
+def pseudo_labels(probabilities: np.ndarray, threshold: float, ignore_index: int = 255) -> np.ndarray:
+    """Self-training targets from the network's own class probabilities ([C, *spatial], any scale whose maximum is 1 or
+    255): its label where the top probability reaches `threshold` (a fraction), `ignore_index` elsewhere, so doubtful
+    voxels stay out of the loss."""
+    if not 0 < threshold <= 1:
+        raise ValueError(f"threshold {threshold}: expected a fraction in (0, 1]")
+    scale = 255 if probabilities.dtype == np.uint8 else 1
+    labels = probabilities.argmax(0).astype(np.uint8)
+    labels[probabilities.max(0) < threshold * scale] = ignore_index
+    return labels

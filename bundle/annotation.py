@@ -21,7 +21,7 @@ import numpy as np
 from .data.description import IGNORE_LABEL, SPLITS, DatasetError, load_dataset_description
 from .io import RawInfo, Volume, atomic_output, format_sidecar, open_volume, sidecar_path, write_atomically
 
-__all__ = ["AXES", "even_planes", "export_slices", "import_slices", "pick_slices", "read_plane", "slice_scores"]
+__all__ = ["AXES", "even_planes", "export_slices", "import_slices", "pick_slices", "ranges_outside", "read_plane", "slice_scores"]
 
 AXES = ("z", "y", "x")
 MANIFEST = "slices.json"
@@ -214,7 +214,8 @@ def import_slices(export_dir: str | os.PathLike, dataset_dir: str | os.PathLike,
     return {"annotations": str(target), "annotated_planes": planes}
 
 
-def _train_ranges(depth: int, held_out: list[tuple[int, int]]) -> list[list[int]]:
+def ranges_outside(depth: int, held_out: list[tuple[int, int]]) -> list[list[int]]:
+    """The z-ranges of [0, depth) that no range of `held_out` (sorted) covers: where training may look."""
     ranges, z = [], 0
     for z0, z1 in held_out:
         if z0 > z:
@@ -230,7 +231,7 @@ def _record_entry(document: dict, dataset_dir: Path, image_path: Path, target: P
     label = os.path.relpath(target, dataset_dir)
     entry = next((v for v in document["volumes"] if v.get("label") == label), None)
     if entry is None:
-        entry = {"image": os.path.relpath(image_path, dataset_dir), "label": label, "splits": {"train": _train_ranges(shape[0], held_out)}}
+        entry = {"image": os.path.relpath(image_path, dataset_dir), "label": label, "splits": {"train": ranges_outside(shape[0], held_out)}}
         document["volumes"].append(entry)
     planes = {axis: sorted(set(entry.get("annotated_planes", {}).get(axis, [])) | {i for a, i, _ in corrections if a == axis}) for axis in AXES}
     entry["annotated_planes"] = {axis: v for axis, v in planes.items() if v}

@@ -3,10 +3,11 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 from conftest import run_workflow
 
-from bundle.adaptation import adapt_batch_norm
+from bundle.adaptation import adapt_batch_norm, pseudo_labels
 from bundle.io import open_volume
 from bundle.networks import ModularUNet
 
@@ -35,3 +36,12 @@ def test_inference_with_adapt_bn_records_it_and_changes_the_labels_on_an_exporte
     assert json.loads((tmp_path / "bn" / "phantom.provenance.json").read_text())["adapt"] == "bn"
     plain, adapted = (open_volume(tmp_path / a / "phantom.seg.raw").read() for a in ("none", "bn"))
     assert (plain != adapted).mean() > 0.01
+
+
+def test_pseudo_labels_keep_confident_voxels_and_leave_the_rest_out_of_the_loss():
+    probabilities = np.array([[[0.95, 0.5, 0.1]], [[0.03, 0.45, 0.05]], [[0.02, 0.05, 0.85]]], np.float32)
+    assert pseudo_labels(probabilities, 0.8).tolist() == [[0, 255, 2]]
+    assert pseudo_labels((probabilities * 255).round().astype(np.uint8), 0.9).tolist() == [[0, 255, 255]]
+    assert pseudo_labels(probabilities, 0.5).tolist() == [[0, 0, 2]]
+    with pytest.raises(ValueError, match="threshold 90"):
+        pseudo_labels(probabilities, 90)

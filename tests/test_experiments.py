@@ -4,10 +4,12 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from conftest import ROOT, bundle_run, config_list, run_script
 
 from bundle.benchmark.render import render
+from bundle.io import open_volume
 from bundle.studies import study, tables
 from bundle.studies.held_out import held_out
 
@@ -216,18 +218,24 @@ def test_held_out_scans_are_scored_by_the_model_its_adaptation_a_forest_fine_tun
     from bundle.networks import ModularUNet
 
     torch.manual_seed(0)
-    torch.save(ModularUNet(f0=4).state_dict(), tmp_path / "start.pt")
+    start = ModularUNet(f0=4)
+    with torch.no_grad():
+        start.head.weight.mul_(10000)  # confident enough for some voxels to become pseudo-labels
+    torch.save(start.state_dict(), tmp_path / "start.pt")
     args = ["held-out", "--model", str(tmp_path / "start.pt"), "--scans", '["projection-edge:204"]', "--shape", "[24,64,64]", "--slices", "[2]",
             "--epochs", "1", "--scratch_factor", "2", "--seeds", "[0]", "--forest_slices", "2", "--f0", "4", "--work_dir", str(tmp_path),
-            "--infer", '["tta"]', "--overrides", TINY]
+            "--infer", '["tta"]', "--self_train", "0.9", "--overrides", TINY]
     experiment(*args)
     table = rows(tmp_path / "results.csv")
     scan = "projection-edge:204"
     assert [(r["run"], r["train_slices"], r["epochs"]) for r in table] == [
         (f"model on {scan}", "0", ""), (f"model + adapt bn on {scan}", "0", ""), (f"model + infer tta on {scan}", "0", ""),
-        (f"forest 2 slices on {scan}", "2", ""), (f"fine-tuned 2 slices on {scan}", "2", "1"), (f"scratch 2 slices 2x steps on {scan}", "2", "2"),
+        (f"model + self-train on {scan}", "0", "1"), (f"forest 2 slices on {scan}", "2", ""), (f"fine-tuned 2 slices on {scan}", "2", "1"), (f"scratch 2 slices 2x steps on {scan}", "2", "2"),
     ]
-    model, adapted, tta, forest, tuned, scratch = table
+    model, adapted, tta, self_trained, forest, tuned, scratch = table
+    assert json.loads(self_trained["config"])["pretrained"] == str(tmp_path / "start.pt") and self_trained["change"] == "self-train 0.9"
+    pseudo = open_volume(tmp_path / "held_out" / "projection-edge204" / "self_train" / "data" / "draw204.pseudo_labels.raw").read()
+    assert set(np.unique(pseudo)) <= {0, 1, 2, 255} and (pseudo != 255).any()
     assert json.loads(tta["config"])["overlays"] == ["quality/tta.json"] and tta["change"] == "tta"
     assert model["mean_iou"] != adapted["mean_iou"] and float(adapted["train_seconds"]) > 0
     assert 0.4 < float(forest["mean_iou"]) <= 1 and forest["variant"] == "forest" and float(forest["train_seconds"]) > 0
@@ -236,13 +244,17 @@ def test_held_out_scans_are_scored_by_the_model_its_adaptation_a_forest_fine_tun
     assert json.loads(tuned["config"])["overrides"] == json.loads(TINY)
     assert len({r["bin_zero_oc_test_mean"] for r in table}) == 1
     experiment(*args)
-    assert len(rows(tmp_path / "results.csv")) == 6
+    assert len(rows(tmp_path / "results.csv")) == 7
+    torch.save(ModularUNet(f0=4).state_dict(), tmp_path / "unsure.pt")
+    with pytest.raises(ValueError, match="no voxel reaches confidence 0.9 under .*unsure.pt; self-training needs a lower"):
+        held_out(model=str(tmp_path / "unsure.pt"), scans=[scan], shape=(24, 64, 64), slices=[], seeds=[1], self_train=0.9, adapt=False,
+                 work_dir=str(tmp_path / "unsure"), f0=4, overrides=json.loads(TINY))
     with pytest.raises(ValueError, match="unknown inference lever 'sharpen'"):
         held_out(model=str(tmp_path / "start.pt"), scans=[scan], infer=["sharpen"], work_dir=str(tmp_path))
     shutil.rmtree(tmp_path / "held_out" / f"model_on_{scan}_seed-0")
     with pytest.raises(FileNotFoundError, match="restore that folder or remove the row"):
         held_out(model=str(tmp_path / "start.pt"), scans=[scan], shape=(24, 64, 64), work_dir=str(tmp_path), overrides=json.loads(TINY))
     lines = tables.study_tables(tmp_path / "results.csv")["results:held_out"].splitlines()
-    assert lines[-4].startswith("| scan | Bin-ZeroOC | model | model + adapt bn | model + infer tta | forest 2 slices | fine-tuned 2 slices |")
+    assert lines[-4].startswith("| scan | Bin-ZeroOC | model | model + adapt bn | model + infer tta | model + self-train | forest 2 slices |")
     assert lines[-1].startswith("| mean of the 1 projection draws |") and lines[-2].startswith(f"| {scan} |")
-    assert lines[-2].count(" min)") + lines[-2].count(" s)") == 4, lines[-2]
+    assert lines[-2].count(" min)") + lines[-2].count(" s)") == 5, lines[-2]

@@ -84,6 +84,46 @@ def _adapted_row(work: Path, scan: str, data: Path, dense, model: Path, network:
     print(f"{run}: mean IoU {metrics['mean_iou']:.4f}, porosity {metrics['iou']['porosity']:.4f}")
 
 
+def _self_trained_row(work: Path, scan: str, data: Path, dense, model: Path, threshold: float, epochs: int, seed: int, f0: int, overlays: list[str],
+                      overrides: dict, results: Path) -> None:
+    """`model` fine-tuned for `epochs` on its own confident labels of the scan (`pseudo_labels`; no truth): the scan
+    segmented with probabilities, a dataset of the scan with those labels (its validation slices held out as the
+    workflow wants, the rest trained on, test slices included: they are the scan's own unlabelled voxels), trained as
+    the fine-tuning is, scored on the truth of the test slices; its time includes the first segmentation. One row."""
+    from ..adaptation import pseudo_labels
+    from ..annotation import ranges_outside
+    from ..io import RawInfo, atomic_output, format_sidecar, sidecar_path, write_atomically
+
+    folder = work / "held_out" / scan.replace(":", "") / "self_train"
+    folder.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    stem = dense.image_path.name.split(".")[0]
+    infer = {"input_path": str(dense.image_path), "output_dir": str(folder / "prediction"), "ckpt_path": str(model), "save_probabilities": True,
+             "save_uncertainty": False, "overwrite": True, "backend": "torch", "progress": False, "network_def#f0": int(f0),
+             **{k: v for k, v in overrides.items() if k in EVALUATE_KEYS}}
+    run_workflow("inference", "2d", [], infer, folder / "inference.log")
+    shape = dense.image().shape
+    probabilities = np.memmap(folder / "prediction" / f"{stem}.prob.raw", np.uint8, "r", shape=(3, *shape))
+    target = folder / "data" / f"{stem}.pseudo_labels.raw"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    kept = 0
+    with atomic_output(target) as tmp, open(tmp, "wb") as out:
+        for z in range(shape[0]):
+            labels = pseudo_labels(np.asarray(probabilities[:, z]), threshold)
+            kept += int((labels != 255).sum())
+            out.write(labels.tobytes())
+    del probabilities
+    if not kept:
+        raise ValueError(f"{dense.image_path}: no voxel reaches confidence {threshold} under {model}; self-training needs a lower --self_train")
+    write_atomically(sidecar_path(target), format_sidecar(RawInfo(tuple(shape), np.dtype(np.uint8), "<", {})))
+    val = [list(r) for r in dense.ranges("val")]
+    entry = {"image": str(dense.image_path.resolve()), "label": target.name, "splits": {"train": ranges_outside(shape[0], sorted(val)), "val": val}}
+    write_atomically(folder / "data" / "dataset.json", json.dumps({"volumes": [entry]}))
+    spent = time.time() - started
+    _fine_tune_and_score(folder / f"seed{seed}", folder / "data", "held_out", f"model + self-train on {scan}", f"self-train {threshold}", seed, {},
+                         model, epochs, f0, overlays, overrides, results, scored_on=data, spent=spent)
+
+
 def _forest_row(scan: str, data: Path, dense, count: int, seed: int, baselines: dict, results: Path) -> None:
     """A `FilterForest` on `count` evenly spaced z-planes of the scan's train range (the fine-tuning's planes), one row."""
     run = f"forest {count} slices on {scan}"
@@ -107,6 +147,7 @@ def held_out(
     forest_slices: int = 10,
     adapt: bool = True,
     infer: tuple = (),
+    self_train: float = 0.0,
     overlays: tuple = tuple(GENERALIST_OVERLAYS),
     f0: int = 16,
     work_dir: str = "runs/held_out",
@@ -115,7 +156,8 @@ def held_out(
 ) -> None:
     """Each scan of `scans` ("<kind>:<seed>", kind projection, projection-edge, image or image-edge, or "demo"): `model`
     without labels (`model`), with `--adapt bn` (`model + adapt bn`), with each inference lever of `infer` ("tta",
-    "multi_axis", "tta+multi_axis": `model + infer <lever>`), a random forest on `forest_slices` evenly spaced
+    "multi_axis", "tta+multi_axis": `model + infer <lever>`), self-trained on its own labels of confidence >= `self_train`
+    for `epochs` (`model + self-train`, once per seed; none for 0), a random forest on `forest_slices` evenly spaced
     labelled z-planes (`forest N slices`), `model` fine-tuned for `epochs` on N of `slices` planes (`fine-tuned N
     slices`) and, on the most planes, a network trained from scratch for `scratch_factor` x `epochs` (none for 0); each training
     once per seed of `seeds`. Rows: study `held_out`, run `<method> on <scan>`, seed = the training seed (0 without
@@ -145,6 +187,10 @@ def held_out(
         for lever in infer:
             study.score("held_out", f"model + infer {lever} on {scan}", 0, "2d", network, Path(model), lever, INFERENCE_LEVERS[lever],
                         train_slices=0)
+        for seed in seeds if self_train else []:
+            if (f"model + self-train on {scan}", seed) not in done:
+                _self_trained_row(work, str(scan), data, dense, Path(model), float(self_train), int(epochs), seed, int(f0), overlays, overrides,
+                                  results)
         for seed in seeds:
             if (f"forest {int(forest_slices)} slices on {scan}", seed) not in done:
                 _forest_row(scan, data, dense, int(forest_slices), seed, scored["baselines"], results)
