@@ -1,7 +1,8 @@
 """Scans no training saw, scored every way a user could segment them: held-out draws of the projection-domain phantom
 family (some at the edges of its ranges), of today's image-domain family and the demo phantom; on each, a random
 forest on a few labelled slices (`bundle.forest`), the model without labels, with label-free batch-norm adaptation,
-fine-tuned on 2 and on 10 slices, and trained from scratch on the 10 slices at 10x the steps (`scripts/experiments.py
+with inference levers (TTA, multi-axis fusion), self-trained on its own confident labels, fine-tuned on 2 and on 10
+slices, and trained from scratch on the 10 slices at 10x the steps (`scripts/experiments.py
 held-out`). Bin-ZeroOC fitted on each scan rides along in every row."""
 
 from __future__ import annotations
