@@ -249,6 +249,7 @@ def test_held_out_scans_are_scored_by_the_model_its_adaptation_a_forest_fine_tun
     with pytest.raises(ValueError, match="no voxel reaches confidence 0.9 under .*unsure.pt; self-training needs a lower"):
         held_out(model=str(tmp_path / "unsure.pt"), scans=[scan], shape=(24, 64, 64), slices=[], seeds=[1], self_train=0.9, adapt=False,
                  work_dir=str(tmp_path / "unsure"), f0=4, overrides=json.loads(TINY))
+    assert not list((tmp_path / "unsure" / "held_out" / "projection-edge204" / "self_train" / "data").iterdir())
     with pytest.raises(ValueError, match="unknown inference lever 'sharpen'"):
         held_out(model=str(tmp_path / "start.pt"), scans=[scan], infer=["sharpen"], work_dir=str(tmp_path))
     shutil.rmtree(tmp_path / "held_out" / f"model_on_{scan}_seed-0")

@@ -106,16 +106,15 @@ def _self_trained_row(work: Path, scan: str, data: Path, dense, model: Path, thr
     shape = dense.image().shape
     probabilities = np.memmap(folder / "prediction" / f"{stem}.prob.raw", np.uint8, "r", shape=(3, *shape))
     target = folder / "data" / f"{stem}.pseudo_labels.raw"
-    target.parent.mkdir(parents=True, exist_ok=True)
     kept = 0
     with atomic_output(target) as tmp, open(tmp, "wb") as out:
         for z in range(shape[0]):
             labels = pseudo_labels(np.asarray(probabilities[:, z]), threshold)
             kept += int((labels != 255).sum())
             out.write(labels.tobytes())
+        if not kept:
+            raise ValueError(f"{dense.image_path}: no voxel reaches confidence {threshold} under {model}; self-training needs a lower --self_train")
     del probabilities
-    if not kept:
-        raise ValueError(f"{dense.image_path}: no voxel reaches confidence {threshold} under {model}; self-training needs a lower --self_train")
     write_atomically(sidecar_path(target), format_sidecar(RawInfo(tuple(shape), np.dtype(np.uint8), "<", {})))
     val = [list(r) for r in dense.ranges("val")]
     entry = {"image": str(dense.image_path.resolve()), "label": target.name, "splits": {"train": ranges_outside(shape[0], sorted(val)), "val": val}}
