@@ -70,6 +70,24 @@ def test_fine_tuning_loads_every_key_and_refuses_another_variant(tiny_dataset, t
     assert "['wings'] are not parts of the network" in log.strip().splitlines()[-1]
 
 
+def test_a_2d_model_starts_a_2_5d_one_computing_the_same_until_trained(tiny_dataset, tmp_path):
+    train(tiny_dataset, tmp_path / "base", "2d", "--max_epochs", "1")
+    model = tmp_path / "base" / "models" / "model.pt"
+    flat, wide = load_weights(ModularUNet(f0=4), model).eval(), load_weights(ModularUNet(f0=4, in_channels=5), model, widen_input=True).eval()
+    slab = torch.rand(2, 5, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(wide(slab), flat(slab[:, 2:3]))
+    with pytest.raises(CheckpointError, match="does not fit the network"):
+        load_weights(ModularUNet(f0=8, in_channels=5), model, widen_input=True)
+    result = train(tiny_dataset, tmp_path / "wide", "2.5d", "--pretrained", str(model), "--widen_pretrained", "true", "--max_epochs", "1")
+    assert "loaded all" in result.stdout + result.stderr
+    trained = torch.load(tmp_path / "wide" / "models" / "model.pt", weights_only=True)["encoder.0.conv1.weight"]
+    assert trained.shape[1] == 5 and trained[:, [0, 1, 3, 4]].abs().sum() > 0
+    log = run_expecting_failure("run", "training", "--config_file", config_list(*VARIANTS["2.5d"][0]), "--dataset_dir", str(tiny_dataset),
+                                "--output_dir", str(tmp_path / "narrow"), *TINY, *VARIANTS["2.5d"][1], "--pretrained", str(model))
+    assert "does not fit the network" in log.strip().splitlines()[-1]
+
+
 def test_fine_tuning_keeps_the_pretrained_models_grey_percentiles_unless_told_otherwise(tiny_dataset, tmp_path):
     train(tiny_dataset, tmp_path / "base", "2d", "--grey_percentiles", "[1.0, 99.0]", "--max_epochs", "1")
     model = str(tmp_path / "base" / "models" / "model.pt")
