@@ -64,7 +64,7 @@ def _forest_metrics(dense, planes: list[dict], seed: int, baselines: dict) -> di
     return {**summary, "seconds": time.time() - fitted, "train_seconds": fitted - started, "test_voxels": voxels, "baselines": baselines}
 
 
-def _adapted_row(work: Path, scan: str, data: Path, dense, model: Path, network: dict, overrides: dict, results: Path) -> None:
+def _adapted_row(work: Path, scan: str, data: Path, dense, model: Path, variant: str, network: dict, overrides: dict, results: Path) -> None:
     """`run inference --adapt bn` on the whole scan (timed), its labels scored on the test slices by the evaluate
     workflow (`--prediction_path`), one row."""
     folder = work / "held_out" / f"adapt_{scan.replace(':', '')}"
@@ -72,21 +72,21 @@ def _adapted_row(work: Path, scan: str, data: Path, dense, model: Path, network:
     infer = {"input_path": str(dense.image_path), "output_dir": str(folder / "prediction"), "ckpt_path": str(model), "adapt": "bn",
              "backend": "torch", "progress": False, **network, **{k: v for k, v in overrides.items() if k in EVALUATE_KEYS}}
     started = time.time()
-    run_workflow("inference", "2d", [], infer, folder / "inference.log")
+    run_workflow("inference", variant, [], infer, folder / "inference.log")
     seconds = time.time() - started
     stem = dense.image_path.name.split(".")[0]
     evaluate = {"dataset_dir": str(data), "output_dir": str(folder / "eval"), "ckpt_path": str(model), "write_volumes": False,
                 "prediction_path": str(folder / "prediction" / f"{stem}.seg.raw"), **network}
-    run_workflow("evaluate", "2d", [], evaluate, folder / "eval.log")
+    run_workflow("evaluate", variant, [], evaluate, folder / "eval.log")
     metrics = json.loads((folder / "eval" / "metrics.json").read_text())
     config = json.dumps({"checkpoint": str(model), "adapt": "bn", "dataset_dir": str(data)}, sort_keys=True)
     run = f"model + adapt bn on {scan}"
-    append_row(results, {**Study()._row("held_out", run, 0, "2d", network, "adapt bn", 0, [], seconds, metrics, config), "epochs": ""})
+    append_row(results, {**Study()._row("held_out", run, 0, variant, network, "adapt bn", 0, [], seconds, metrics, config), "epochs": ""})
     print(f"{run}: mean IoU {metrics['mean_iou']:.4f}, porosity {metrics['iou']['porosity']:.4f}")
 
 
-def _self_trained_row(work: Path, scan: str, data: Path, dense, model: Path, threshold: float, epochs: int, seed: int, f0: int, overlays: list[str],
-                      overrides: dict, results: Path) -> None:
+def _self_trained_row(work: Path, scan: str, data: Path, dense, model: Path, variant: str, threshold: float, epochs: int, seed: int, f0: int,
+                      overlays: list[str], overrides: dict, results: Path) -> None:
     """`model` fine-tuned for `epochs` on its own confident labels of the scan (`pseudo_labels`; no truth): the scan
     segmented with probabilities, a dataset of the scan with those labels (its validation slices held out as the
     workflow wants, the rest trained on, test slices included: they are the scan's own unlabelled voxels), trained as
@@ -102,7 +102,7 @@ def _self_trained_row(work: Path, scan: str, data: Path, dense, model: Path, thr
     infer = {"input_path": str(dense.image_path), "output_dir": str(folder / "prediction"), "ckpt_path": str(model), "save_probabilities": True,
              "save_uncertainty": False, "overwrite": True, "backend": "torch", "progress": False, "network_def#f0": int(f0),
              **{k: v for k, v in overrides.items() if k in EVALUATE_KEYS}}
-    run_workflow("inference", "2d", [], infer, folder / "inference.log")
+    run_workflow("inference", variant, [], infer, folder / "inference.log")
     shape = dense.image().shape
     probabilities = np.memmap(folder / "prediction" / f"{stem}.prob.raw", np.uint8, "r", shape=(3, *shape))
     target = folder / "data" / f"{stem}.pseudo_labels.raw"
@@ -121,7 +121,7 @@ def _self_trained_row(work: Path, scan: str, data: Path, dense, model: Path, thr
     write_atomically(folder / "data" / "dataset.json", json.dumps({"volumes": [entry]}))
     spent = time.time() - started
     _fine_tune_and_score(folder / f"seed{seed}", folder / "data", "held_out", f"model + self-train on {scan}", f"self-train {threshold}", seed, {},
-                         model, epochs, f0, overlays, overrides, results, scored_on=data, spent=spent)
+                         model, epochs, f0, overlays, overrides, results, scored_on=data, spent=spent, variant=variant)
 
 
 def _forest_row(scan: str, data: Path, dense, count: int, seed: int, baselines: dict, results: Path) -> None:
@@ -161,9 +161,12 @@ def held_out(
     labelled z-planes (`forest N slices`), `model` fine-tuned for `epochs` on N of `slices` planes (`fine-tuned N
     slices`) and, on the most planes, a network trained from scratch for `scratch_factor` x `epochs` (none for 0); each training
     once per seed of `seeds`. Rows: study `held_out`, run `<method> on <scan>`, seed = the training seed (0 without
-    training); resumable (a run with its row is skipped)."""
+    training); resumable (a run with its row is skipped). The variant (2D, 2.5D, 3D) is the model's (its sidecar); its
+    fine-tuning and training from scratch are of that variant."""
+    from ..checkpoints import read_model_sidecar
     from ..data import load_dataset_description
 
+    variant = read_model_sidecar(model).get("variant") or "2d"
     work = Path(work_dir)
     results = Path(results or work / "results.csv")
     overlays, overrides, network = list(overlays), dict(overrides or {}), {"network_def#f0": int(f0)}
@@ -176,21 +179,21 @@ def held_out(
         (dense,) = load_dataset_description(data)
         done = {(r["run"], row_seed(r)) for r in read_rows(results)}
         study = Study(dataset_dir=str(data), work_dir=str(work), results=str(results), overrides=overrides)
-        study.score("held_out", f"model on {scan}", 0, "2d", network, Path(model), "no labels", [], train_slices=0)
+        study.score("held_out", f"model on {scan}", 0, variant, network, Path(model), "no labels", [], train_slices=0)
         scored_path = study._folder("held_out", f"model on {scan} seed=0") / "eval" / "metrics.json"
         if not scored_path.is_file():
             raise FileNotFoundError(f"{scored_path}: missing, though {results} has the row 'model on {scan}': the study reads the "
                                     f"scan's baselines from it; restore that folder or remove the row to score the model again")
         scored = json.loads(scored_path.read_text())
         if adapt and (f"model + adapt bn on {scan}", 0) not in done:
-            _adapted_row(work, scan, data, dense, Path(model), network, overrides, results)
+            _adapted_row(work, scan, data, dense, Path(model), variant, network, overrides, results)
         for lever in infer:
-            study.score("held_out", f"model + infer {lever} on {scan}", 0, "2d", network, Path(model), lever, INFERENCE_LEVERS[lever],
+            study.score("held_out", f"model + infer {lever} on {scan}", 0, variant, network, Path(model), lever, INFERENCE_LEVERS[lever],
                         train_slices=0)
         for seed in seeds if self_train else []:
             if (f"model + self-train on {scan}", seed) not in done:
-                _self_trained_row(work, str(scan), data, dense, Path(model), float(self_train), int(epochs), seed, int(f0), overlays, overrides,
-                                  results)
+                _self_trained_row(work, str(scan), data, dense, Path(model), variant, float(self_train), int(epochs), seed, int(f0), overlays,
+                                  overrides, results)
         for seed in seeds:
             if (f"forest {int(forest_slices)} slices on {scan}", seed) not in done:
                 _forest_row(scan, data, dense, int(forest_slices), seed, scored["baselines"], results)
@@ -208,4 +211,4 @@ def held_out(
                 for run, start, count in todo:
                     _fine_tune_and_score(folder / f"{'fine_tuned' if start else 'scratch'}_seed{seed}", folder / "data", "held_out", run,
                                          "fine-tuned" if start else "scratch", seed, _annotated_planes(folder / "data"), start, count,
-                                         int(f0), overlays, overrides, results)
+                                         int(f0), overlays, overrides, results, variant=variant)

@@ -254,26 +254,26 @@ def _annotate(picks: list[dict], image: Path, truth: Path, edit: Path, dataset_d
 
 def _fine_tune_and_score(folder: Path, data: Path, study: str, run: str, change: str, seed: int, planes: dict,
                          model: Path | None, epochs: int, f0: int, overlays: list[str], overrides: dict, results: Path,
-                         scored_on: Path | None = None, spent: float = 0.0) -> Path:
-    """Train on the annotated planes of `data` for `epochs` (validated at the end), from `model`'s weights or from
-    scratch (None), score it on the test slices of `scored_on` (default `data`: where its labels are not the truth),
-    append the row; its time is the training's plus `spent` seconds of preparation."""
+                         scored_on: Path | None = None, spent: float = 0.0, variant: str = "2d") -> Path:
+    """Train a `variant` network on the annotated planes of `data` for `epochs` (validated at the end), from `model`'s
+    weights or from scratch (None), score it on the test slices of `scored_on` (default `data`: where its labels are not
+    the truth), append the row; its time is the training's plus `spent` seconds of preparation."""
     network = {"network_def#f0": int(f0)}
     train_overrides = {"dataset_dir": str(data), "output_dir": str(folder), "max_epochs": int(epochs), "val_interval": int(epochs),
                        "seed": seed, **network, **overrides, **({"pretrained": str(model)} if model else {})}
     folder.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    run_workflow("training", "2d", overlays, train_overrides, folder / "train.log")
+    run_workflow("training", variant, overlays, train_overrides, folder / "train.log")
     seconds = time.time() - started + spent
     checkpoint = folder / "models" / "model.pt"
     evaluate = {"dataset_dir": str(scored_on or data), "output_dir": str(folder / "eval"), "ckpt_path": str(checkpoint),
                 "write_volumes": False, **network, **{k: v for k, v in overrides.items() if k in EVALUATE_KEYS}}
-    run_workflow("evaluate", "2d", [], evaluate, folder / "eval.log")
+    run_workflow("evaluate", variant, [], evaluate, folder / "eval.log")
     metrics = json.loads((folder / "eval" / "metrics.json").read_text())
     count = sum(len(v) for v in planes.values())
     config = json.dumps({"planes": planes, "pretrained": str(model) if model else None, "epochs": int(epochs),
                          **({"overlays": overlays} if overlays else {}), **({"overrides": overrides} if overrides else {})}, sort_keys=True)
-    row = Study(epochs=int(epochs))._row(study, run, seed, "2d", network, change, count, [], seconds, metrics, config)
+    row = Study(epochs=int(epochs))._row(study, run, seed, variant, network, change, count, [], seconds, metrics, config)
     append_row(results, row)
     print(f"{run} seed {seed}: {count} planes, mean IoU {metrics['mean_iou']:.4f}, porosity {metrics['iou']['porosity']:.4f}")
     return checkpoint
