@@ -20,6 +20,7 @@ from ignite.handlers import Checkpoint, DiskSaver
 
 from .flags import as_flag
 from .io import write_atomically
+from .variants import variant_overlays
 
 __all__ = [
     "CheckpointError",
@@ -144,12 +145,18 @@ def read_model_sidecar(checkpoint: str | os.PathLike, variant: str | None = None
         if network is not None and key in recorded_net and key in network and recorded_net[key] != network[key]:
             differences.append(f"{key}: model {recorded_net[key]!r}, config {network[key]!r}")
     if differences:
-        overlay = f"configs/variants/{recorded_variant}.json" if recorded_variant and recorded_variant != "2d" else None
+        overlays = [f"configs/variants/{overlay.name}" for overlay in variant_overlays(recorded_variant)] if recorded_variant else []
+        merge = ",".join(f"'{name}'" for name in ["configs/inference.json", *overlays])
         raise CheckpointError(
             f"{checkpoint}: the model (see {path.name}) does not match this config: {'; '.join(differences)}."
-            + (f" Merge the overlay of its variant: --config_file \"['configs/inference.json','{overlay}']\"." if overlay else "")
+            + (f" Merge the overlay of its variant: --config_file \"[{merge}]\"." if overlays else "")
         )
     return sidecar
+
+
+def variant_of(checkpoint: str | os.PathLike) -> str:
+    """The variant a checkpoint was trained as (its sidecar's); "2d" for a sidecar from before variants were recorded."""
+    return read_model_sidecar(checkpoint).get("variant") or "2d"
 
 
 def pretrained_grey_percentiles(pretrained: str | os.PathLike | None) -> list[float] | None:

@@ -5,9 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["VARIANT_NETWORK", "ablation_overlays", "network_kwargs"]
+__all__ = ["BASE_VARIANT", "VARIANT_NETWORK", "ablation_overlays", "network_kwargs", "variant_overlays"]
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+BASE_VARIANT: str = json.loads((CONFIGS / "train.json").read_text())["variant"]
+
+
+def variant_overlays(variant: str) -> list[Path]:
+    """The config overlay that turns the base configs into `variant`: none for the base variant itself."""
+    return [] if variant == BASE_VARIANT else [CONFIGS / "variants" / f"{variant}.json"]
 
 
 def _overlay_keys(overlay: dict) -> dict:
@@ -15,12 +22,12 @@ def _overlay_keys(overlay: dict) -> dict:
 
 
 def _variant_networks() -> dict[str, dict]:
-    """Dimensions and input channels of the base network (train.json, the 2D default) and of each variant overlay."""
+    """Dimensions and input channels of the base network (train.json, the 2.5D default) and of each variant overlay."""
     base = json.loads((CONFIGS / "train.json").read_text())["network_def"]
     base = {"spatial_dims": base["spatial_dims"], "in_channels": base["in_channels"]}
     files = [path for path in sorted((CONFIGS / "variants").glob("*.json")) if not path.name.endswith(".metadata.json")]
     overlays = {path.name[: -len(".json")]: json.loads(path.read_text()) for path in files}
-    return {"2d": base} | {name: {**base, **_overlay_keys(overlay)} for name, overlay in overlays.items()}
+    return {BASE_VARIANT: base} | {name: {**base, **_overlay_keys(overlay)} for name, overlay in overlays.items()}
 
 
 VARIANT_NETWORK = _variant_networks()

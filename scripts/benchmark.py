@@ -6,7 +6,7 @@
     python scripts/benchmark.py forward --size 160 --repeats 20
     python scripts/benchmark.py train-workflow --variant 2d --precision fp32
     python scripts/benchmark.py inference --shape '[256,512,512]'
-    python scripts/benchmark.py compare --shape '[16,512,512]' --ckpt_path models/model.pt
+    python scripts/benchmark.py compare --shape '[16,512,512]' --ckpt_path models/model_2d.pt
     python scripts/benchmark.py big-volume --source data/bench512/phantom.raw --output data/big/volume.raw --repeats 8
     python scripts/benchmark.py inference --input_path data/big/volume.raw --ckpt_path M --network_def#f0 8
     python scripts/benchmark.py suite --output docs/results/benchmark_avx512_bf16.json --models '{"2.5d": "..."}'

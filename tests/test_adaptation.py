@@ -32,7 +32,7 @@ def test_inference_with_adapt_bn_records_it_and_changes_the_labels_on_an_exporte
     """The exported model of the adapted network is its own, not the plain model's cached export."""
     for adapt in ("none", "bn"):
         run_workflow("inference", ["inference.json"], input_path=tiny_dataset / "phantom.raw", output_dir=tmp_path / adapt,
-                     ckpt_path=models["2d"], adapt=adapt, backend="openvino")
+                     ckpt_path=models["2.5d"], adapt=adapt, backend="openvino")
     assert json.loads((tmp_path / "bn" / "phantom.provenance.json").read_text())["adapt"] == "bn"
     plain, adapted = (open_volume(tmp_path / a / "phantom.seg.raw").read() for a in ("none", "bn"))
     assert (plain != adapted).mean() > 0.01

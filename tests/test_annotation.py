@@ -116,7 +116,7 @@ def test_crops_of_a_sparse_volume_lie_on_its_annotated_planes_and_training_runs_
                 RandomCropDataset(data, (40, 40), num_samples=4).plan()
     assert "y=30" in caplog.text and "give no crop" in caplog.text and "at least 40 slices deep" in caplog.text
     (data / "dataset.json").write_text(json.dumps(document))
-    bundle_run("run", "training", "--config_file", config_list("train.json", "variants/2.5d.json"), "--dataset_dir", str(data),
+    bundle_run("run", "training", "--config_file", config_list("train.json"), "--dataset_dir", str(data),
                "--output_dir", str(tmp_path / "run"), "--max_epochs", "1", "--steps_per_epoch", "2", "--batch_size", "2",
                "--val_interval", "1", "--network_def#f0", "4", "--num_workers", "0", "--crop_size", "[16,16]", "--val_roi", "[256,256]",
                "--precision", "fp32")

@@ -42,7 +42,7 @@ def test_the_overlay_joins_the_train_chain_and_the_default_has_none():
 def test_training_with_the_overlay_runs_on_2_5d_crops(tiny_dataset, tmp_path):
     from conftest import bundle_run, config_list
 
-    bundle_run("run", "training", "--config_file", config_list("train.json", "variants/2.5d.json", "augment/acquisition.json"),
+    bundle_run("run", "training", "--config_file", config_list("train.json", "augment/acquisition.json"),
                "--dataset_dir", str(tiny_dataset), "--output_dir", str(tmp_path), "--max_epochs", "1", "--steps_per_epoch", "2",
                "--batch_size", "2", "--val_interval", "1", "--network_def#f0", "4", "--num_workers", "0", "--crop_size", "[32,32]",
                "--val_roi", "[256,256]")

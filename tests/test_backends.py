@@ -111,10 +111,10 @@ def test_monai_onnx_export_command_writes_a_graph_with_dynamic_batch_and_plane(t
     onnx = pytest.importorskip("onnx")
     target = tmp_path / "model.onnx"
     bundle_run("onnx_export", "network_def", "--filepath", str(target), "--ckpt_file", str(ROOT / "models" / "model.pt"),
-               "--config_file", str(CONFIGS / "inference.json"), "--input_shape", "[1,1,64,64]", "--use_trace", "True",
+               "--config_file", str(CONFIGS / "inference.json"), "--input_shape", "[1,5,64,64]", "--use_trace", "True",
                "--converter_kwargs", "{'dynamic_axes': {'image': {0: 'batch', 2: 'y', 3: 'x'}}, 'input_names': ['image'], 'dynamo': False}")
     dims = onnx.load(str(target)).graph.input[0].type.tensor_type.shape.dim
-    assert [d.dim_param or d.dim_value for d in dims] == ["batch", 1, "y", "x"]
+    assert [d.dim_param or d.dim_value for d in dims] == ["batch", 5, "y", "x"]
 
 
 def test_an_unwritable_cache_still_runs_torch_with_a_warning(tmp_path, monkeypatch, caplog):

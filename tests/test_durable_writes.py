@@ -29,7 +29,7 @@ def segment(dataset, output, model, **extra):
 @pytest.fixture(scope="module")
 def uninterrupted(tiny_dataset, models, tmp_path_factory):
     out = tmp_path_factory.mktemp("uninterrupted")
-    segment(tiny_dataset, out, models["2d"])
+    segment(tiny_dataset, out, models["2.5d"])
     return {name: sha256(out / name) for name in OUTPUTS}
 
 
@@ -52,7 +52,7 @@ def test_a_short_write_then_enospc_half_way_through_a_slab_resumes_to_the_same_b
 
     monkeypatch.setattr(os, "pwrite", faulty)
     with pytest.raises(Exception) as caught:
-        segment(tiny_dataset, tmp_path, models["2d"])
+        segment(tiny_dataset, tmp_path, models["2.5d"])
     monkeypatch.undo()
     error = root_cause(caught.value)
     message = str(error)
@@ -61,7 +61,7 @@ def test_a_short_write_then_enospc_half_way_through_a_slab_resumes_to_the_same_b
     assert "MiB still to write; free some space (or choose another --output_dir); then run the same command again" in message
     markers = sorted(p.name for p in (tmp_path / ".phantom.progress").glob("slab_*"))
     assert len(markers) < 6, markers  # 6 slabs of 8: the slab that hit the full disk is not marked
-    segment(tiny_dataset, tmp_path, models["2d"])
+    segment(tiny_dataset, tmp_path, models["2.5d"])
     assert {name: sha256(tmp_path / name) for name in OUTPUTS} == uninterrupted
 
 
@@ -77,14 +77,14 @@ def test_a_slab_marked_done_whose_bytes_were_lost_is_segmented_again(tiny_datase
 
     monkeypatch.setattr(StreamedSegmentation, "write", killed_after_three)
     with pytest.raises(KeyboardInterrupt):
-        segment(tiny_dataset, tmp_path, models["2d"])
+        segment(tiny_dataset, tmp_path, models["2.5d"])
     monkeypatch.undo()
     partial = atomic_path(tmp_path / "phantom.seg.raw")
     with open(partial, "r+b") as f:  # what a torn write leaves: the marker of slab 1 vouches for bytes that are zeros
         f.seek(8 * 64 * 64)
         f.write(bytes(8 * 64 * 64))
     capfd.readouterr()
-    segment(tiny_dataset, tmp_path, models["2d"])
+    segment(tiny_dataset, tmp_path, models["2.5d"])
     assert "slabs [1] are marked done but their bytes differ; they are segmented again" in capfd.readouterr().out
     assert {name: sha256(tmp_path / name) for name in OUTPUTS} == uninterrupted
 
@@ -97,7 +97,7 @@ def test_a_real_full_tmpfs_then_freed_gives_the_uninterrupted_bytes(models, tmp_
     try:
         data = tmp_path / "data"
         make_phantom(data, (40, 128, 128), seed=5)
-        settings = dict(input_path=data / "phantom.raw", ckpt_path=models["2d"], slab=8, save_uncertainty=False)
+        settings = dict(input_path=data / "phantom.raw", ckpt_path=models["2.5d"], slab=8, save_uncertainty=False)
         run_workflow("inference", ["inference.json"], output_dir=tmp_path / "whole", **settings)
         from bundle.inference import StreamedSegmentation
 

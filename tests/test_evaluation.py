@@ -4,7 +4,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import CONFIGS, VARIANT_ARGS, bundle_run, config_list
+from conftest import CONFIGS, VARIANT_ARGS, bundle_run, config_list, variant_configs
 
 from bundle.io import open_volume
 from bundle.metrics import confusion_matrix, iou_per_class
@@ -12,7 +12,7 @@ from bundle.metrics import confusion_matrix, iou_per_class
 
 @pytest.mark.parametrize("variant", ["2d", "2.5d", "3d"])
 def test_evaluate_writes_the_full_report(tiny_dataset, models, tmp_path, variant):
-    configs = ["inference.json", "evaluate.json"] + ([f"variants/{variant}.json"] if variant != "2d" else [])
+    configs = ["inference.json", "evaluate.json", *variant_configs(variant)]
     bundle_run("run", "evaluate", "--config_file", config_list(*configs), "--dataset_dir", str(tiny_dataset), "--output_dir", str(tmp_path),
                "--ckpt_path", str(models[variant]), "--network_def#f0", "4", *VARIANT_ARGS[variant])
     metrics = json.loads((tmp_path / "metrics.json").read_text())
@@ -55,16 +55,16 @@ def test_evaluate_is_an_overlay_sharing_inference_network_and_preprocessing():
 
 
 def test_ckpt_export_gives_the_same_labels(models, tmp_path):
-    bundle_run("ckpt_export", "network_def", "--filepath", str(tmp_path / "model.ts"), "--ckpt_file", str(models["2d"]),
+    bundle_run("ckpt_export", "network_def", "--filepath", str(tmp_path / "model.ts"), "--ckpt_file", str(models["2.5d"]),
                "--meta_file", str(CONFIGS / "metadata.json"), "--config_file", str(CONFIGS / "inference.json"),
                "--network_def#f0", "4")
     exported = torch.jit.load(str(tmp_path / "model.ts"))
     from bundle.networks import ModularUNet
 
-    eager = ModularUNet(f0=4)
-    eager.load_state_dict(torch.load(models["2d"], weights_only=True))
+    eager = ModularUNet(f0=4, in_channels=5)
+    eager.load_state_dict(torch.load(models["2.5d"], weights_only=True))
     eager.eval()
-    x = torch.rand(2, 1, 96, 128)
+    x = torch.rand(2, 5, 96, 128)
     with torch.inference_mode():
         assert torch.equal(exported(x).argmax(1), eager(x).argmax(1))
 

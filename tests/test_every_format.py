@@ -58,8 +58,8 @@ def write_format(array: np.ndarray, folder, stem: str, kind: str) -> str:
 def raw_results(tiny_dataset, models, tmp_path_factory):
     """The raw run's labels and confusion matrix, and the tiny phantom's arrays."""
     out = tmp_path_factory.mktemp("raw_run")
-    run_workflow("inference", ["inference.json"], input_path=tiny_dataset / "phantom.raw", output_dir=out / "infer", ckpt_path=models["2d"])
-    run_workflow("evaluate", ["inference.json", "evaluate.json"], dataset_dir=tiny_dataset, output_dir=out / "eval", ckpt_path=models["2d"])
+    run_workflow("inference", ["inference.json"], input_path=tiny_dataset / "phantom.raw", output_dir=out / "infer", ckpt_path=models["2.5d"])
+    run_workflow("evaluate", ["inference.json", "evaluate.json"], dataset_dir=tiny_dataset, output_dir=out / "eval", ckpt_path=models["2.5d"])
     return {
         "image": open_volume(tiny_dataset / "phantom.raw").read(),
         "label": open_volume(tiny_dataset / "phantom.ground_truth.raw").read(),
@@ -78,15 +78,15 @@ def test_every_format_through_inference_evaluation_and_training(kind, tiny_datas
     description["volumes"][0].update(image=image, label=label)
     (data / "dataset.json").write_text(json.dumps(description))
 
-    run_workflow("inference", ["inference.json"], input_path=data / image, output_dir=tmp_path / "infer", ckpt_path=models["2d"], num_workers=0)
+    run_workflow("inference", ["inference.json"], input_path=data / image, output_dir=tmp_path / "infer", ckpt_path=models["2.5d"], num_workers=0)
     np.testing.assert_array_equal(open_volume(tmp_path / "infer" / "scan.seg.raw").read(), raw_results["seg"], err_msg=kind)
     if kind.startswith("tiff"):
-        overrides = {**TINY_NETWORK, "input_path": str(data / image), "output_dir": str(tmp_path / "workers"), "ckpt_path": str(models["2d"]),
+        overrides = {**TINY_NETWORK, "input_path": str(data / image), "output_dir": str(tmp_path / "workers"), "ckpt_path": str(models["2.5d"]),
                      "num_workers": 2}
         bundle_run("run", "inference", "--config_file", config_list("inference.json"), *command_line(overrides))
         np.testing.assert_array_equal(open_volume(tmp_path / "workers" / "scan.seg.raw").read(), raw_results["seg"], err_msg=f"{kind}, 2 workers")
 
-    run_workflow("evaluate", ["inference.json", "evaluate.json"], dataset_dir=data, output_dir=tmp_path / "eval", ckpt_path=models["2d"])
+    run_workflow("evaluate", ["inference.json", "evaluate.json"], dataset_dir=data, output_dir=tmp_path / "eval", ckpt_path=models["2.5d"])
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["confusion"]["counts"] == raw_results["confusion"]
 
     prediction = write_format(raw_results["test_prediction"], tmp_path / "other_tool", "prediction", kind)

@@ -160,8 +160,8 @@ def test_a_dataset_of_an_hdf5_image_and_zarr_labels_evaluates_like_the_raw_one(t
     scores = {}
     for name, folder in (("raw", tiny_dataset), ("formats", formats_dataset)):
         bundle_run("run", "evaluate", "--config_file", config_list("inference.json", "evaluate.json"), "--dataset_dir", str(folder),
-                   "--output_dir", str(tmp_path / f"eval_{name}"), "--ckpt_path", str(models["2d"]), "--network_def#f0", "4",
-                   "--write_volumes", "False", *VARIANT_ARGS["2d"])
+                   "--output_dir", str(tmp_path / f"eval_{name}"), "--ckpt_path", str(models["2.5d"]), "--network_def#f0", "4",
+                   "--write_volumes", "False", *VARIANT_ARGS["2.5d"])
         scores[name] = json.loads((tmp_path / f"eval_{name}" / "metrics.json").read_text())["confusion"]["counts"]
     assert scores["formats"] == scores["raw"]
 
@@ -229,7 +229,7 @@ def test_a_run_stopped_while_writing_the_store_converts_again_without_segmenting
     import bundle.io.chunked_writer as chunked_writer
 
     common = ("--backend", "torch", "--precision", "fp32", "--progress", "False", "--output_ext", ".zarr")
-    infer(tiny_dataset / "phantom.raw", tmp_path / "whole", models["2d"], "2d", *common)
+    infer(tiny_dataset / "phantom.raw", tmp_path / "whole", models["2.5d"], "2.5d", *common)
 
     def stopped(*args, **kwargs):
         raise KeyboardInterrupt("stopped while writing the store")
@@ -237,12 +237,12 @@ def test_a_run_stopped_while_writing_the_store_converts_again_without_segmenting
     monkeypatch.setattr(chunked_writer, "_downsample", stopped)
     with pytest.raises(KeyboardInterrupt):
         run("inference", config_file=str(CONFIGS / "inference.json"), input_path=str(tiny_dataset / "phantom.raw"),
-            output_dir=str(tmp_path / "stopped"), ckpt_path=str(models["2d"]), roi_size=[256, 256], **{"network_def#f0": 4},
+            output_dir=str(tmp_path / "stopped"), ckpt_path=str(models["2.5d"]), roi_size=[256, 256], **{"network_def#f0": 4},
             backend="torch", precision="fp32", progress=False, output_ext=".zarr")
     monkeypatch.undo()
     gc.collect()
     assert not (tmp_path / "stopped" / "phantom.zarr").exists(), sorted(p.name for p in (tmp_path / "stopped").rglob("*"))
-    result = infer(tiny_dataset / "phantom.raw", tmp_path / "stopped", models["2d"], "2d", *common)
+    result = infer(tiny_dataset / "phantom.raw", tmp_path / "stopped", models["2.5d"], "2.5d", *common)
     assert "resuming phantom.raw: 1 of 1 slabs done, 0 to go" in result.stdout + result.stderr
     assert sorted(p.name for p in (tmp_path / "stopped").iterdir()) == ["phantom.provenance.json", "phantom.zarr"]
     files = sorted(p.relative_to(tmp_path / "whole") for p in (tmp_path / "whole").rglob("*") if p.is_file() and "zarr" in p.parts[-1] + str(p))

@@ -64,10 +64,10 @@ def test_roi_and_nifti_output(tiny_dataset, models, tmp_path):
 def test_killed_run_resumes_to_identical_files(tmp_path, models):
     make_phantom(tmp_path / "data", (64, 128, 128), seed=5)
     reference = tmp_path / "reference"
-    infer(tmp_path / "data" / "phantom.raw", reference, models["2d"], "2d", "--slab", "1", "--roi_size", "[256,256]")
+    infer(tmp_path / "data" / "phantom.raw", reference, models["2.5d"], "2.5d", "--slab", "1", "--roi_size", "[256,256]")
     interrupted = tmp_path / "interrupted"
     command = [sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file", str(CONFIGS / "inference.json"),
-               "--input_path", str(tmp_path / "data" / "phantom.raw"), "--output_dir", str(interrupted), "--ckpt_path", str(models["2d"]),
+               "--input_path", str(tmp_path / "data" / "phantom.raw"), "--output_dir", str(interrupted), "--ckpt_path", str(models["2.5d"]),
                "--network_def#f0", "4", "--slab", "1", "--roi_size", "[256,256]"]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "2"})
     markers = interrupted / ".phantom.progress"
@@ -78,7 +78,7 @@ def test_killed_run_resumes_to_identical_files(tmp_path, models):
     process.wait()
     done = len(list(markers.glob("slab_*")))
     assert 0 < done < 64 and not (interrupted / "phantom.seg.raw").exists()
-    result = infer(tmp_path / "data" / "phantom.raw", interrupted, models["2d"], "2d", "--slab", "1", "--roi_size", "[256,256]")
+    result = infer(tmp_path / "data" / "phantom.raw", interrupted, models["2.5d"], "2.5d", "--slab", "1", "--roi_size", "[256,256]")
     assert f"resuming phantom.raw: {done} of 64 slabs done, {64 - done} to go" in result.stdout + result.stderr
     assert "Epoch[1] Complete" in result.stdout + result.stderr
     record = json.loads((interrupted / "phantom.provenance.json").read_text())
@@ -90,11 +90,11 @@ def test_killed_run_resumes_to_identical_files(tmp_path, models):
 @pytest.mark.slow
 def test_two_process_inference_equals_single_process(tiny_dataset, models, tmp_path):
     single = tmp_path / "single"
-    infer(tiny_dataset / "phantom.raw", single, models["2d"], "2d", "--slab", "4", env={"OMP_NUM_THREADS": "1"})
+    infer(tiny_dataset / "phantom.raw", single, models["2.5d"], "2.5d", "--slab", "4", env={"OMP_NUM_THREADS": "1"})
     configs = config_list("inference.json", "multi_gpu_inference.json")
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29519", "-m", "monai.bundle", "run", "inference",
                "--config_file", configs, "--input_path", str(tiny_dataset / "phantom.raw"), "--output_dir", str(tmp_path / "multi"),
-               "--ckpt_path", str(models["2d"]), "--network_def#f0", "4", "--roi_size", "[256,256]", "--slab", "4", "--progress", "false"]
+               "--ckpt_path", str(models["2.5d"]), "--network_def#f0", "4", "--roi_size", "[256,256]", "--slab", "4", "--progress", "false"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-4000:]
     for name in ("seg", "uncertainty"):
@@ -122,7 +122,7 @@ def test_an_app_injects_its_data_list_and_a_list_of_two_is_refused(tiny_dataset,
 
     workflow = ConfigWorkflow(
         config_file=str(CONFIGS / "inference.json"), workflow_type="infer", data=[{"image": str(tiny_dataset / "phantom.raw")}],
-        output_dir=str(tmp_path / "app"), ckpt_path=str(models["2d"]), backend="torch", progress=False,
+        output_dir=str(tmp_path / "app"), ckpt_path=str(models["2.5d"]), backend="torch", progress=False,
         **{"network_def#f0": 4, "roi_size": [256, 256]},
     )
     workflow.initialize()

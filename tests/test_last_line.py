@@ -31,9 +31,9 @@ def cases(tiny_dataset, models, tmp_path_factory):
     """name -> (monai.bundle arguments, the start of the last line, text the last line must also hold...)."""
     tmp = tmp_path_factory.mktemp("bad_inputs")
     torch.manual_seed(0)
-    torch.save(ModularUNet(f0=4, in_channels=5).state_dict(), tmp / "model_25d.pt")
-    (tmp / "model_25d.json").write_text(json.dumps({"grey_window": [0, 255], "variant": "2.5d", "network": {"spatial_dims": 2, "in_channels": 5, "f0": 4}}))
-    (tmp / "broken.pt").write_bytes(models["2d"].read_bytes()[:5000])
+    torch.save(ModularUNet(f0=4, in_channels=1).state_dict(), tmp / "model_2d.pt")
+    (tmp / "model_2d.json").write_text(json.dumps({"grey_window": [0, 255], "variant": "2d", "network": {"spatial_dims": 2, "in_channels": 1, "f0": 4}}))
+    (tmp / "broken.pt").write_bytes(models["2.5d"].read_bytes()[:5000])
     (tmp / "short.raw").write_bytes(bytes(100))
     (tmp / "short.raw.info").write_text("NUM_X = 64\nNUM_Y = 64\nNUM_Z = 2\nDATATYPE = uint8\n")
     nan = np.full((6, 64, 64), 120.0, np.float32)
@@ -56,33 +56,34 @@ def cases(tiny_dataset, models, tmp_path_factory):
     infer = ["run", "inference", "--config_file", str(CONFIGS / "inference.json"), "--network_def#f0", "4", "--roi_size", "[256,256]",
              "--backend", "torch", "--precision", "fp32"]
 
-    def inference(name, input_path=phantom, ckpt=models["2d"], *extra):
+    def inference(name, input_path=phantom, ckpt=models["2.5d"], *extra):
         return [*infer, "--input_path", str(input_path), "--output_dir", str(tmp / name), "--ckpt_path", str(ckpt), *extra]
 
     table = {
         "missing input": (inference("o1", tmp / "nope.raw"), "error: VolumeError: {tmp}/nope.raw: raw volume not found"),
         "unknown format": (inference("o2", tmp / "scan.xyz"), "error: VolumeError: {tmp}/scan.xyz: unknown volume format"),
         "truncated raw": (inference("o3", tmp / "short.raw"), "error: SidecarError: {tmp}/short.raw: file has 100 B"),
-        "NaN with the progress bar open": (inference("o4", tmp / "nan.raw", models["2d"], "--slab", "3"),
+        "NaN with the progress bar open": (inference("o4", tmp / "nan.raw", models["2.5d"], "--slab", "3"),
                                            "error: VolumeError: {tmp}/nan.raw: NaN or infinite grey values, first at z 4"),
         "corrupted checkpoint": (inference("o5", phantom, tmp / "broken.pt"), "error: CheckpointError: {tmp}/broken.pt: not a readable PyTorch checkpoint"),
         "missing checkpoint": (inference("o6", phantom, tmp / "missing.pt"), "error: CheckpointError: {tmp}/missing.pt: checkpoint not found", "Train it with"),
-        "model of another variant": (inference("o7", phantom, tmp / "model_25d.pt"), "error: CheckpointError: {tmp}/model_25d.pt",
-                                     "variant: model 2.5d, config 2d", "in_channels: model 5, config 1", "configs/variants/2.5d.json"),
-        "weights that do not fit": (inference("o14", phantom, models["2.5d"]), f"error: CheckpointError: {models['2.5d']}", "does not fit the network"),
-        "too few slices for 2.5D": (["run", "inference", "--config_file", config_list("inference.json", "variants/2.5d.json"), "--network_def#f0", "4",
+        "model of another variant": (inference("o7", phantom, tmp / "model_2d.pt"), "error: CheckpointError: {tmp}/model_2d.pt",
+                                     "variant: model 2d, config 2.5d", "in_channels: model 1, config 5", "configs/variants/2d.json"),
+        "weights that do not fit": (inference("o14", phantom, models["2d"]), f"error: CheckpointError: {models['2d']}", "does not fit the network"),
+        "too few slices for 2.5D": (["run", "inference", "--config_file", str(CONFIGS / "inference.json"), "--network_def#f0", "4",
                                      "--input_path", str(tmp / "thin.raw"), "--output_dir", str(tmp / "o8"), "--ckpt_path", str(models["2.5d"])],
-                                    "error: VolumeError: {tmp}/thin.raw: the volume has 3 slice(s), fewer than the 5 slices of context"),
+                                    "error: VolumeError: {tmp}/thin.raw: the volume has 3 slice(s), fewer than the 5 slices of context",
+                                    "merge configs/variants/2d.json"),
         "output folder is a file": (inference("a_file/out"), "error: OutputError: {tmp}/a_file/out: output folder is not writable"),
-        "roi reversed": (inference("o9", phantom, models["2d"], "--roi", "[[8,4],[0,64],[0,64]]"),
+        "roi reversed": (inference("o9", phantom, models["2.5d"], "--roi", "[[8,4],[0,64],[0,64]]"),
                          "error: SettingError: --roi axis z is [8, 4]: its start must be below its stop."),
-        "roi of two axes": (inference("o10", phantom, models["2d"], "--roi", "[[0,8],[0,64]]"), "error: SettingError: --roi has 2 axes"),
-        "unknown adaptation": (inference("o15", phantom, models["2d"], "--adapt", "banana"), "error: SettingError: --adapt must be one of none, bn, got 'banana'."),
-        "roi not a box": (inference("o11", phantom, models["2d"], "--roi", "banana"), "error: SettingError: --roi must be three [start, stop] pairs"),
-        "roi outside the volume": (inference("o12", phantom, models["2d"], "--roi", "[[0,300],[0,64],[0,64]]"),
+        "roi of two axes": (inference("o10", phantom, models["2.5d"], "--roi", "[[0,8],[0,64]]"), "error: SettingError: --roi has 2 axes"),
+        "unknown adaptation": (inference("o15", phantom, models["2.5d"], "--adapt", "banana"), "error: SettingError: --adapt must be one of none, bn, got 'banana'."),
+        "roi not a box": (inference("o11", phantom, models["2.5d"], "--roi", "banana"), "error: SettingError: --roi must be three [start, stop] pairs"),
+        "roi outside the volume": (inference("o12", phantom, models["2.5d"], "--roi", "[[0,300],[0,64],[0,64]]"),
                                    f"error: SettingError: --roi axis z [0, 300] is outside {phantom}, whose z size is 48"),
         "split outside the volume": (["run", "evaluate", "--config_file", config_list("inference.json", "evaluate.json"), "--dataset_dir", str(bad_split),
-                                      "--output_dir", str(tmp / "o13"), "--ckpt_path", str(models["2d"]), "--network_def#f0", "4"],
+                                      "--output_dir", str(tmp / "o13"), "--ckpt_path", str(models["2.5d"]), "--network_def#f0", "4"],
                                      "error: DatasetError: {tmp}/bad_split/dataset.json"),
     }
     if mount_tmpfs(tmp / "read_only", "ro,size=1m"):

@@ -33,13 +33,13 @@ def test_metadata_against_monai_schema_or_mandatory_fields(tmp_path):
     assert meta["version"] in meta["changelog"]
     image = meta["network_data_format"]["inputs"]["image"]
     pred = meta["network_data_format"]["outputs"]["pred"]
-    assert image["num_channels"] == 1 and image["dtype"] == "float32" and image["value_range"] == [0, 1]
+    assert image["num_channels"] == 5 and image["dtype"] == "float32" and image["value_range"] == [0, 1]
     assert image["format"] == "magnitude"
     assert pred["num_channels"] == 3
     assert pred["channel_def"] == {"0": "matrix", "1": "fibre", "2": "porosity"}
 
 
-@pytest.mark.parametrize("variant, channels", [("2.5d", 5), ("3d", 1)])
+@pytest.mark.parametrize("variant, channels", [("2d", 1), ("3d", 1)])
 def test_variant_metadata_overlays(variant, channels):
     from monai.bundle import ConfigParser
 
@@ -62,7 +62,7 @@ def test_shipped_torchscript_is_scripted_and_carries_this_metadata():
     )
     assert "ModularUNet with u_depth" in scripted.code, "models/model.ts is a trace, not a script: its input checks are gone"
     with pytest.raises(torch.jit.Error, match="multiples of 8"):
-        scripted(torch.zeros(1, 1, 12, 16))
+        scripted(torch.zeros(1, 5, 12, 16))
 
 
 def test_shipped_torchscript_gives_the_labels_of_the_shipped_weights(tiny_dataset):
@@ -74,9 +74,10 @@ def test_shipped_torchscript_gives_the_labels_of_the_shipped_weights(tiny_datase
     from bundle.io import open_volume
     from bundle.networks import ModularUNet
 
-    x = torch.from_numpy(normalise_grey(open_volume(tiny_dataset / "phantom.raw").read(20, 24), [0.0, 255.0]))[:, None]
+    slices = torch.from_numpy(normalise_grey(open_volume(tiny_dataset / "phantom.raw").read(18, 26), [0.0, 255.0]))
+    x = slices.unfold(0, 5, 1).permute(0, 3, 1, 2).contiguous()  # slices 20-23, each with two neighbours on each side
     scripted = torch.jit.load(str(ROOT / "models" / "model.ts"))
-    eager = load_weights(ModularUNet(), ROOT / "models" / "model.pt").eval()
+    eager = load_weights(ModularUNet(in_channels=5), ROOT / "models" / "model.pt").eval()
     with torch.inference_mode():
         assert torch.equal(scripted(x).argmax(1), eager(x).argmax(1))
 

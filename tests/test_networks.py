@@ -4,6 +4,7 @@ import torch
 from conftest import CONFIGS, bundle_run
 
 from bundle.networks import ChannelLayerNorm, ModularUNet
+from bundle.variants import variant_overlays
 
 EXPECTED_PARAMETERS = {
     "2d f0=8": (dict(f0=8), 827_763),
@@ -120,9 +121,9 @@ def test_bad_inputs_raise_clear_errors():
 @pytest.mark.parametrize("variant", ["2d", "2.5d", "3d"])
 def test_verify_net_in_out_for_each_variant(variant):
     configs, metas = [CONFIGS / "train.json"], [CONFIGS / "metadata.json"]
-    if variant != "2d":
-        configs.append(CONFIGS / "variants" / f"{variant}.json")
-        metas.append(CONFIGS / "variants" / f"{variant}.metadata.json")
+    for overlay in variant_overlays(variant):
+        configs.append(overlay)
+        metas.append(overlay.with_suffix(".metadata.json"))
     as_list = lambda files: "[" + ",".join(f"'{f}'" for f in files) + "]"  # noqa: E731
     result = bundle_run("verify_net_in_out", "network_def", "--meta_file", as_list(metas), "--config_file", as_list(configs), "--n", "2", timeout=300)
     assert "verified with no error" in result.stdout + result.stderr

@@ -65,7 +65,7 @@ def test_multi_axis_fusion_gives_the_expected_mean_of_probabilities():
 
 def test_quality_overlay_runs_end_to_end(tiny_dataset, models, tmp_path):
     bundle_run("run", "inference", "--config_file", config_list("inference.json", "quality/multi_axis.json", "quality/tta.json"), "--input_path", str(tiny_dataset / "phantom.raw"),
-               "--output_dir", str(tmp_path), "--ckpt_path", str(models["2d"]), "--network_def#f0", "4", "--roi_size", "[256,256]", "--slab", "16",
+               "--output_dir", str(tmp_path), "--ckpt_path", str(models["2.5d"]), "--network_def#f0", "4", "--roi_size", "[256,256]", "--slab", "16",
                "--roi", "[[0,16],[0,64],[0,64]]")
     provenance = (tmp_path / "phantom.provenance.json").read_text()
     assert (tmp_path / "phantom.seg.raw").stat().st_size == 16 * 64 * 64

@@ -1,6 +1,7 @@
 """The library and config refactors (Ignite/MONAI parts, evaluate as an overlay, one pre-processing chain) keep every
 workflow's outputs: `tests/data/pre_refactor_outputs.npz` holds what the code before them wrote for this phantom and
-model (torch fp32), the labels, the uint8 probabilities and the evaluate workflow's confusion matrix."""
+model (torch fp32, the 2D network: the default then), the labels, the uint8 probabilities and the evaluate workflow's
+confusion matrix."""
 
 import json
 import re
@@ -24,9 +25,9 @@ def test_inference_and_evaluate_outputs_equal_the_pre_refactor_ones(tmp_path):
         net(torch.rand(4, 1, 16, 16))
     torch.save(net.state_dict(), tmp_path / "model.pt")
     common = ["--ckpt_path", str(tmp_path / "model.pt"), "--network_def#f0", "4", "--roi_size", "[256,256]", "--precision", "fp32"]
-    bundle_run("run", "inference", "--config_file", config_list("inference.json"), "--input_path", str(tmp_path / "data" / "phantom.raw"),
+    bundle_run("run", "inference", "--config_file", config_list("inference.json", "variants/2d.json"), "--input_path", str(tmp_path / "data" / "phantom.raw"),
                "--output_dir", str(tmp_path / "inf"), "--backend", "torch", "--save_probabilities", "True", "--progress", "False", *common)
-    bundle_run("run", "evaluate", "--config_file", config_list("inference.json", "evaluate.json"), "--dataset_dir", str(tmp_path / "data"),
+    bundle_run("run", "evaluate", "--config_file", config_list("inference.json", "evaluate.json", "variants/2d.json"), "--dataset_dir", str(tmp_path / "data"),
                "--output_dir", str(tmp_path / "ev"), "--write_volumes", "False", *common)
     before = np.load(ROOT / "tests" / "data" / "pre_refactor_outputs.npz")
     seg = open_volume(tmp_path / "inf" / "phantom.seg.raw").read()
@@ -40,7 +41,7 @@ def test_inference_and_evaluate_outputs_equal_the_pre_refactor_ones(tmp_path):
 def test_a_tiny_training_run_equals_the_pre_refactor_one(tmp_path):
     """Same validation IoUs and weights (per-tensor sums) as the code before the scheduler, metric and handler changes."""
     make_phantom(tmp_path / "data", (48, 64, 64), seed=3)
-    result = bundle_run("run", "training", "--config_file", config_list("train.json"), "--dataset_dir", str(tmp_path / "data"),
+    result = bundle_run("run", "training", "--config_file", config_list("train.json", "variants/2d.json"), "--dataset_dir", str(tmp_path / "data"),
                         "--output_dir", str(tmp_path / "run"), "--max_epochs", "3", "--steps_per_epoch", "2", "--batch_size", "2",
                         "--val_interval", "1", "--network_def#f0", "4", "--num_workers", "0", "--crop_size", "[32,32]",
                         "--val_roi", "[256,256]", "--precision", "fp32")

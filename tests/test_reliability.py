@@ -20,7 +20,7 @@ from bundle.networks import ModularUNet
 def model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("reliability_models")
     torch.manual_seed(2)
-    torch.save(ModularUNet(f0=4).state_dict(), folder / "model.pt")
+    torch.save(ModularUNet(f0=4, in_channels=5).state_dict(), folder / "model.pt")
     return folder / "model.pt"
 
 
@@ -55,7 +55,7 @@ def test_resume_refuses_another_model_precision_or_backend_naming_it_and_overwri
     kill_after(inference_args(tiny_dataset, out, model, *settings), progress, 2)
     other = tmp_path / "other.pt"
     torch.manual_seed(3)
-    torch.save(ModularUNet(f0=4).state_dict(), other)
+    torch.save(ModularUNet(f0=4, in_channels=5).state_dict(), other)
     lines = failing(*inference_args(tiny_dataset, out, other, *settings))
     assert lines[-1].startswith("error: ResumeMismatchError:") and "model_sha256: was" in lines[-1] and "--overwrite True" in lines[-1]
     lines = failing(*inference_args(tiny_dataset, out, model, "--slab", "1", "--precision", "bf16", "--backend", "torch"))

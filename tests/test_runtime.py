@@ -113,7 +113,7 @@ def test_a_real_inference_run_logs_and_records_what_this_machine_supports(tiny_d
     from bundle.networks import ModularUNet
 
     torch.manual_seed(0)
-    torch.save(ModularUNet(f0=4).state_dict(), tmp_path / "model.pt")
+    torch.save(ModularUNet(f0=4, in_channels=5).state_dict(), tmp_path / "model.pt")
     result = bundle_run(
         "run", "inference", "--config_file", "configs/inference.json", "--input_path", str(tiny_dataset / "phantom.raw"),
         "--output_dir", str(tmp_path / "out"), "--ckpt_path", str(tmp_path / "model.pt"), "--network_def#f0", "4",

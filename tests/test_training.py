@@ -13,8 +13,8 @@ from bundle.networks import ModularUNet
 
 TINY = ["--max_epochs", "2", "--steps_per_epoch", "2", "--batch_size", "2", "--val_interval", "1", "--network_def#f0", "4", "--num_workers", "0"]
 VARIANTS = {
-    "2d": (["train.json"], ["--crop_size", "[32,32]", "--val_roi", "[256,256]"], dict(in_channels=1)),
-    "2.5d": (["train.json", "variants/2.5d.json"], ["--crop_size", "[32,32]", "--val_roi", "[256,256]"], dict(in_channels=5)),
+    "2d": (["train.json", "variants/2d.json"], ["--crop_size", "[32,32]", "--val_roi", "[256,256]"], dict(in_channels=1)),
+    "2.5d": (["train.json"], ["--crop_size", "[32,32]", "--val_roi", "[256,256]"], dict(in_channels=5)),
     "3d": (["train.json", "variants/3d.json"], ["--crop_size", "[16,16,16]", "--val_roi", "[16,16,16]", "--z_halo", "4"], dict(spatial_dims=3)),
 }
 
@@ -65,7 +65,7 @@ def test_fine_tuning_loads_every_key_and_refuses_another_variant(tiny_dataset, t
     parameters = {name for name, _ in ModularUNet(f0=4).named_parameters()}
     changed = {name for name in parameters if not torch.equal(before[name], after[name])}
     assert changed and all(name.startswith(("bottom.", "ups.", "decoder.", "head.")) for name in changed), sorted(changed)
-    log = run_expecting_failure("run", "training", "--config_file", str(CONFIGS / "train.json"), "--dataset_dir", str(tiny_dataset),
+    log = run_expecting_failure("run", "training", "--config_file", config_list(*VARIANTS["2d"][0]), "--dataset_dir", str(tiny_dataset),
                                 "--output_dir", str(tmp_path / "wings"), *TINY, "--pretrained", str(model), "--frozen", '["wings"]')
     assert "['wings'] are not parts of the network" in log.strip().splitlines()[-1]
 
@@ -92,7 +92,7 @@ def test_fine_tuning_keeps_the_pretrained_models_grey_percentiles_unless_told_ot
     train(tiny_dataset, tmp_path / "base", "2d", "--grey_percentiles", "[1.0, 99.0]", "--max_epochs", "1")
     model = str(tmp_path / "base" / "models" / "model.pt")
     train(tiny_dataset, tmp_path / "kept", "2d", "--pretrained", model, "--max_epochs", "1")
-    bundle_run("run", "training", "--config_file", config_list("train.json", "augment/fixed_window.json"), "--dataset_dir", str(tiny_dataset),
+    bundle_run("run", "training", "--config_file", config_list(*VARIANTS["2d"][0], "augment/fixed_window.json"), "--dataset_dir", str(tiny_dataset),
                "--output_dir", str(tmp_path / "fixed"), *TINY, *VARIANTS["2d"][1], "--pretrained", model, "--max_epochs", "1")
     assert json.loads((tmp_path / "kept" / "models" / "model.json").read_text())["grey_percentiles"] == [1.0, 99.0]
     assert "grey_percentiles" not in json.loads((tmp_path / "fixed" / "models" / "model.json").read_text())

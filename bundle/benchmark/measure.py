@@ -23,9 +23,10 @@ from ..io import write_atomically
 from ..launcher import bundle_command
 from ..networks import ModularUNet
 from ..runtime import machine_class
-from ..variants import VARIANT_NETWORK, ablation_overlays, network_kwargs
+from ..variants import VARIANT_NETWORK, ablation_overlays, network_kwargs, variant_overlays
 
 ROOT = Path(BUNDLE_ROOT)
+MODEL_2D = str(ROOT / "models" / "model_2d.pt")  # the 2D-network measurements (compare, edges, backends) use the shipped 2D weights
 
 
 VARIANTS = VARIANT_NETWORK
@@ -114,9 +115,7 @@ def _run_child(command: list[str]) -> tuple[float, float, str]:
 
 
 def _inference(input_path: str, ckpt_path: str | None, variant: str, output_dir: Path, **overrides) -> dict:
-    configs = [ROOT / "configs" / "inference.json"] + (
-        [ROOT / "configs" / "variants" / f"{variant}.json"] if variant != "2d" else []
-    )
+    configs = [ROOT / "configs" / "inference.json", *variant_overlays(variant)]
     settings = {"input_path": str(input_path), "output_dir": str(output_dir), "progress": False}
     settings.update({"ckpt_path": str(ckpt_path)} if ckpt_path else {})
     command = bundle_command("inference", configs, {**settings, **overrides})
@@ -272,9 +271,7 @@ def _train_workflow(variant, precision, dataset_dir, epochs, steps, batch, **ove
     if dataset_dir is None:
         dataset_dir = work / "data"
         make_phantom(dataset_dir, (48, 256, 256), seed=5)
-    configs = [str(ROOT / "configs" / "train.json")] + (
-        [str(ROOT / "configs" / "variants" / f"{variant}.json")] if variant != "2d" else []
-    )
+    configs = [str(path) for path in (ROOT / "configs" / "train.json", *variant_overlays(variant))]
     workflow = ConfigWorkflow(
         config_file=configs,
         workflow_type="train",
@@ -321,7 +318,7 @@ def _train_workflow(variant, precision, dataset_dir, epochs, steps, batch, **ove
 
 
 def compare(
-    shape: tuple = (16, 512, 512), ckpt_path: str = str(ROOT / "models" / "model.pt"), repeats: int = 3, **overrides
+    shape: tuple = (16, 512, 512), ckpt_path: str = MODEL_2D, repeats: int = 3, **overrides
 ) -> None:
     """Our streamed 2D inference against the plain MONAI path on the same volume (see `_compare`)."""
     print(json.dumps(_compare(shape, ckpt_path, repeats, **overrides), indent=2))
@@ -393,7 +390,7 @@ def _compare(shape: tuple, ckpt_path: str, repeats: int, matmul_size: int = 2048
     }
 
 
-def edges(dataset_dir: str = str(ROOT / "demo"), ckpt_path: str = str(ROOT / "models" / "model.pt"), output: str | None = None) -> None:
+def edges(dataset_dir: str = str(ROOT / "demo"), ckpt_path: str = MODEL_2D, output: str | None = None) -> None:
     """Test-slice IoU and the error rate of each slice's outer 2-voxel frame against its interior, per edge scheme.
 
     Schemes: what lies past the plane's edge for the network. `stop` (tiles end at the edge, the network's
@@ -599,7 +596,7 @@ def memory(
     with_prob["written_bytes"] = sum(p.stat().st_size for p in (work / "out_prob").glob("*.raw"))
     result = {"machine": machine_class(), "plane": plane, "runs": runs, "with_probabilities": with_prob}
     last = work / f"volume_{depths[-1]}.raw"
-    command = bundle_command("inference", [ROOT / "configs" / "inference.json"], {
+    command = bundle_command("inference", [ROOT / "configs" / "inference.json", *variant_overlays("2d")], {
         "input_path": str(last), "output_dir": str(work / "out_capped"), "ckpt_path": str(ckpt), "network_def#f0": int(f0), "progress": False,
     })
     capped, group, how = _capped(command, int(cap_mib) * 2**20)
@@ -761,14 +758,14 @@ def suite(
     Each inference and training figure of the defaults (`precision auto`, inference `--backend backend`) is
     taken beside the explicit fp32 run on torch (the reference path), in the same run on the same machine;
     training goes through the real `run training` workflow. OpenVINO ignores `ONEDNN_MAX_CPU_ISA`, so an
-    emulated class is measured with `--backend torch`. `models` maps variants to checkpoints (the 2D default is models/model.pt);
+    emulated class is measured with `--backend torch`. `models` maps variants to checkpoints (2D: the shipped 2D weights, models/model_2d.pt);
     `big_volume_path` with a small `big_f0` checkpoint measures peak RSS on a volume of several GiB.
     To measure the AVX2-only class on a newer CPU, run it under `ONEDNN_MAX_CPU_ISA=AVX2
     ATEN_CPU_CAPABILITY=avx2` (recorded as `machine.emulated_isa`).
     """
     from ..phantom import make_phantom
 
-    checkpoints = {"2d": str(ROOT / "models" / "model.pt"), **(models or {})}
+    checkpoints = {"2d": MODEL_2D, **(models or {})}
     work = _scratch("xct_suite_")
     make_phantom(work / "data", tuple(inference_shape), seed=11)
     make_phantom(work / "train", (48, 256, 256), seed=5)
@@ -870,7 +867,7 @@ def _score(prediction: Path, dataset_dir: Path, output_dir: Path) -> dict:
 
 def backends(
     output: str | None = None,
-    ckpt_path: str = str(ROOT / "models" / "model.pt"),
+    ckpt_path: str = MODEL_2D,
     speed_shape: tuple = (32, 512, 512),
     quality_shape: tuple = (128, 256, 256),
     quality_seeds: tuple = (0, 11),

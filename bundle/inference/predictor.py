@@ -54,7 +54,7 @@ class Predictor(torch.nn.Module):
         ckpt_path: the weights (`model.pt`, with `model.json` beside it).
         network_def: the config's network (its hyperparameters are checked against the sidecar).
         data: the MONAI data list of the one volume to segment (`[{"image": path}]`) or its path.
-        variant: "2d", "2.5d" or "3d", checked against the sidecar.
+        variant: "2d", "2.5d" or "3d", checked against the sidecar (None: not checked).
         device: where the network runs.
         precision: "auto", "fp32", "bf16", "fp16" or "int8".
         backend: "auto", "torch", "openvino" or "onnxruntime".
@@ -72,7 +72,7 @@ class Predictor(torch.nn.Module):
         ckpt_path: str | os.PathLike,
         network_def: torch.nn.Module,
         data: Sequence[dict] | str | os.PathLike,
-        variant: str = "2d",
+        variant: str | None = None,
         device: torch.device | str = "cpu",
         precision: str = "auto",
         backend: str = "auto",

@@ -160,7 +160,7 @@ class StreamedSegmentation(PlannedOnFirstUse):
         if self.z_halo and depth < 2 * self.z_halo + 1:
             raise VolumeError(
                 f"{self.input_path}: the volume has {depth} slice(s), fewer than the {2 * self.z_halo + 1} slices of context "
-                f"this model needs (z_halo {self.z_halo})."
+                f"this model needs (z_halo {self.z_halo}); the 2D variant segments it: merge configs/variants/2d.json."
             )
         self.box = validated_roi(roi, self.volume.shape, self.input_path) or [slice(0, s) for s in self.volume.shape]
         self.shape = tuple(s.stop - s.start for s in self.box)

@@ -163,10 +163,10 @@ def held_out(
     once per seed of `seeds`. Rows: study `held_out`, run `<method> on <scan>`, seed = the training seed (0 without
     training); resumable (a run with its row is skipped). The variant (2D, 2.5D, 3D) is the model's (its sidecar); its
     fine-tuning and training from scratch are of that variant."""
-    from ..checkpoints import read_model_sidecar
+    from ..checkpoints import variant_of
     from ..data import load_dataset_description
 
-    variant = read_model_sidecar(model).get("variant") or "2d"
+    variant = variant_of(model)
     work = Path(work_dir)
     results = Path(results or work / "results.csv")
     overlays, overrides, network = list(overlays), dict(overrides or {}), {"network_def#f0": int(f0)}

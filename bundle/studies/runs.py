@@ -9,7 +9,9 @@ import re
 import time
 from pathlib import Path
 
+from ..checkpoints import variant_of
 from ..launcher import command_line
+from ..variants import variant_overlays
 from .study import (
     ABLATIONS,
     EVALUATE_KEYS,
@@ -124,8 +126,9 @@ def inference_levers(
             make_phantom(data, tuple(int(v) for v in shape), seed=int(seed))
         study.dataset_dir = str(data)
         for model, checkpoint in models.items():
+            variant = variant_of(checkpoint)
             for lever in levers:
-                study.score("inference_levers", f"2d {model} + infer {lever}", int(seed), "2d", {"network_def#f0": int(f0)},
+                study.score("inference_levers", f"{variant} {model} + infer {lever}", int(seed), variant, {"network_def#f0": int(f0)},
                             Path(checkpoint), lever, INFERENCE_LEVERS[lever])
 
 
@@ -166,8 +169,9 @@ def generalist(
                 make_family(data, [seed], tuple(int(v) for v in shape), edge=True)
         study.dataset_dir = str(data)
         for model, checkpoint in scored.items():
-            study.score("generalist", f"2d {model} on {name}s" if name == "edge draw" else f"2d {model} on the {name}", seed, "2d",
-                        {"network_def#f0": 16}, Path(checkpoint), "no retraining", [])
+            variant = variant_of(checkpoint)
+            run = f"{variant} {model} on {name}s" if name == "edge draw" else f"{variant} {model} on the {name}"
+            study.score("generalist", run, seed, variant, {"network_def#f0": 16}, Path(checkpoint), "no retraining", [])
 
 
 def shipped(
@@ -191,9 +195,11 @@ def shipped(
         out = Path(work_dir) / label.replace(" ", "_") / data.name
         out.mkdir(parents=True, exist_ok=True)
         overrides = {"dataset_dir": str(data), "output_dir": str(out), "ckpt_path": str(ckpt_path), "write_volumes": False}
-        run_workflow("evaluate", "2d", [], overrides, out.parent / f"{data.name}.log")
+        variant = variant_of(ckpt_path)
+        run_workflow("evaluate", variant, [], overrides, out.parent / f"{data.name}.log")
         metrics = json.loads((out / "metrics.json").read_text())
-        command = "python -m monai.bundle run evaluate --config_file \"['configs/inference.json','configs/evaluate.json']\" " + " ".join(command_line(overrides))
+        configs = ",".join(f"'configs/{name}'" for name in ["inference.json", "evaluate.json", *(f"variants/{o.name}" for o in variant_overlays(variant))])
+        command = f"python -m monai.bundle run evaluate --config_file \"[{configs}]\" " + " ".join(command_line(overrides))
         result["volumes"].append({"name": name, "phantom": {"shape": list(shape), "seed": seed}, "command": command, "metrics": metrics})
         print(f"{name}: mean IoU {metrics['mean_iou']:.4f}")
     text = json.dumps(result, indent=1) + "\n"
@@ -326,6 +332,7 @@ def annotation_loop(
 
     work = Path(work_dir)
     results = Path(results or work / "results.csv")
+    variant = variant_of(pretrained)
     done = {(r["run"], row_seed(r)) for r in read_rows(results)}
     for seed in (int(s) for s in data_seeds):
         base = work / f"seed{seed}"
@@ -353,14 +360,14 @@ def annotation_loop(
                     print(f"skip {strategy} round {r} seed {seed}: already in {results}")
                 else:
                     _fine_tune_and_score(folder / f"round{r}", data, "annotation_loop", f"{strategy} round {r}", strategy, seed, planes,
-                                         model, int(epochs), int(f0), [], dict(overrides or {}), results)
+                                         model, int(epochs), int(f0), [], dict(overrides or {}), results, variant=variant)
                 if r == int(rounds):
                     break
                 model = folder / f"round{r}" / "models" / "model.pt"
                 prediction = folder / f"prediction{r}"
                 infer = {"input_path": str(image), "output_dir": str(prediction), "ckpt_path": str(model), "backend": "torch",
                          "progress": False, "network_def#f0": int(f0), **{k: v for k, v in (overrides or {}).items() if k in EVALUATE_KEYS}}
-                run_workflow("inference", "2d", [], infer, folder / f"prediction{r}.log")
+                run_workflow("inference", variant, [], infer, folder / f"prediction{r}.log")
                 picks = _next_planes(strategy, prediction, image.name.split(".")[0], train, planes, int(per_round), rng)
                 _annotate(picks, image, truth, folder / f"edit{r + 1}", data)
 
@@ -396,7 +403,7 @@ def fine_tune(
     work = Path(work_dir)
     results = Path(results or work / "results.csv")
     overlays, overrides = list(overlays), dict(overrides or {})
-    network = {"network_def#f0": int(f0)}
+    network, variant = {"network_def#f0": int(f0)}, variant_of(pretrained)
     done = {(r["run"], row_seed(r)) for r in read_rows(results)}
     for seed in (int(s) for s in data_seeds):
         scan = work / "data" / f"edge{seed}"
@@ -404,7 +411,7 @@ def fine_tune(
             make_family(scan, [seed], tuple(int(v) for v in shape), edge=True)
         (dense,) = load_dataset_description(scan)
         study = Study(dataset_dir=str(scan), work_dir=str(work), results=str(results), overrides=overrides)
-        study.score("fine_tune", "pretrained 0 slices", seed, "2d", network, Path(pretrained), "no retraining", [], train_slices=0)
+        study.score("fine_tune", "pretrained 0 slices", seed, variant, network, Path(pretrained), "no retraining", [], train_slices=0)
         for n in (int(n) for n in slices):
             starts = [(f"pretrained {n} slices", "pretrained", Path(pretrained), int(epochs)), (f"scratch {n} slices", "scratch", None, int(epochs))]
             if n == max(int(v) for v in slices):
@@ -420,4 +427,5 @@ def fine_tune(
             _annotate(_spaced_planes(dense.ranges("train")[0], n), dense.image_path, dense.label_path, folder / "edit", folder / "data")
             for run, start, model, e in todo:
                 _fine_tune_and_score(folder / run.replace(f" {n} slices", "").replace(" ", "_"), folder / "data", "fine_tune", run, start,
-                                     seed, _annotated_planes(folder / "data"), model, e, int(f0), overlays, overrides, results)
+                                     seed, _annotated_planes(folder / "data"), model, e, int(f0), overlays, overrides, results,
+                                     variant=variant)

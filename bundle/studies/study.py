@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .. import BUNDLE_ROOT
 from ..launcher import run_bundle
-from ..variants import ablation_overlays, network_kwargs
+from ..variants import ablation_overlays, network_kwargs, variant_overlays
 
 ROOT = Path(BUNDLE_ROOT)
 
@@ -97,7 +97,7 @@ def append_row(results: Path, row: dict) -> None:
 
 
 def _config_paths(workflow: str, variant: str, overlays: list[str]) -> list[Path]:
-    files = [CONFIGS / name for name in CONFIG_OF[workflow]] + ([CONFIGS / "variants" / f"{variant}.json"] if variant != "2d" else [])
+    files = [CONFIGS / name for name in CONFIG_OF[workflow]] + variant_overlays(variant)
     return files + [CONFIGS / name for name in overlays]
 
 
@@ -124,8 +124,8 @@ def _slices(train_slices: int | None) -> str | int:
 def _crop_size(variant: str, scale: float, u_depth: int) -> list[int]:
     """The variant's training crop (the paper's sizes), each side scaled and kept a multiple of 2**u_depth."""
     crop = json.loads((CONFIGS / "train.json").read_text())["crop_size"]
-    if variant != "2d":
-        crop = json.loads((CONFIGS / "variants" / f"{variant}.json").read_text()).get("crop_size", crop)
+    for overlay in variant_overlays(variant):
+        crop = json.loads(overlay.read_text()).get("crop_size", crop)
     multiple = 2**u_depth
     return [max(multiple, round(side * scale / multiple) * multiple) for side in crop]
 
