@@ -110,3 +110,19 @@ def test_formats_reads_and_segments_the_same_volume_from_raw_hdf5_and_zarr_and_o
         assert row["shape_zyx"] == [52, 64, 64] and row["labels_shape"] == row["image_shape"] == [52, 64, 64]
         assert 100 < row["peak_rss_mib"] < 4096
     assert json.loads((tmp_path / "formats.json").read_text()) == result
+
+
+@pytest.mark.parametrize("model", ["model_2d.pt", "model.pt"])
+def test_edges_scores_each_scheme_with_the_shipped_2d_and_2_5d_weights(tmp_path, model):
+    """A 2D and a 2.5D checkpoint (each test slice with its four neighbours, mirrored past the end of this phantom,
+    whose test slices run to its last one): every scheme scored, the shipped weights segmenting the phantom."""
+    from conftest import ROOT
+
+    from bundle.phantom import make_phantom
+
+    make_phantom(tmp_path / "data", (32, 96, 96), seed=3)
+    benchmark("edges", "--dataset_dir", str(tmp_path / "data"), "--ckpt_path", str(ROOT / "models" / model), "--output", str(tmp_path / "edges.json"))
+    result = json.loads((tmp_path / "edges.json").read_text())
+    rows = {row["scheme"]: row for row in result["rows"]}
+    assert set(rows) == {"stop", "replicate", "reflect", "zeros", "blended_sliding_window_512_zeros"}
+    assert rows["stop"]["iou_matrix"] > 90 and rows["stop"]["iou_fibre"] > 80, rows["stop"]

@@ -26,7 +26,7 @@ from ..runtime import machine_class
 from ..variants import VARIANT_NETWORK, ablation_overlays, network_kwargs, variant_overlays
 
 ROOT = Path(BUNDLE_ROOT)
-MODEL_2D = str(ROOT / "models" / "model_2d.pt")  # the 2D-network measurements (compare, edges, backends) use the shipped 2D weights
+MODEL_2D = str(ROOT / "models" / "model_2d.pt")  # the 2D-network measurements (compare, backends) use the shipped 2D weights
 
 
 VARIANTS = VARIANT_NETWORK
@@ -390,8 +390,11 @@ def _compare(shape: tuple, ckpt_path: str, repeats: int, matmul_size: int = 2048
     }
 
 
-def edges(dataset_dir: str = str(ROOT / "demo"), ckpt_path: str = MODEL_2D, output: str | None = None) -> None:
+def edges(dataset_dir: str = str(ROOT / "demo"), ckpt_path: str = str(ROOT / "models" / "model.pt"), output: str | None = None) -> None:
     """Test-slice IoU and the error rate of each slice's outer 2-voxel frame against its interior, per edge scheme.
+
+    A 2D or 2.5D checkpoint (its sidecar's `in_channels`): a 2.5D model sees each test slice with its neighbours,
+    mirrored past the volume's ends as the inference workflow gives them.
 
     Schemes: what lies past the plane's edge for the network. `stop` (tiles end at the edge, the network's
     own zero padding: the overlap-tile inferer's default), `replicate` (edge voxels repeated for a margin),
@@ -402,16 +405,21 @@ def edges(dataset_dir: str = str(ROOT / "demo"), ckpt_path: str = MODEL_2D, outp
 
     from ..checkpoints import load_weights, read_model_sidecar
     from ..data import load_dataset_description, model_window
+    from ..data.crops import read_with_halo
     from ..data.grey import normalise_grey
     from ..inference import OverlapTileInferer, context_margin
     from ..networks import inference_ready
 
     entry = load_dataset_description(dataset_dir)[0]
     (z0, z1), = entry.ranges("test")
-    window = model_window(read_model_sidecar(ckpt_path), str(entry.image_path))
-    image = torch.from_numpy(normalise_grey(entry.image().read(z0, z1), window))[:, None]
+    sidecar = read_model_sidecar(ckpt_path)
+    in_channels = int(sidecar.get("network", {}).get("in_channels", 1))
+    context = (in_channels - 1) // 2
+    window = model_window(sidecar, str(entry.image_path))
+    grey = torch.from_numpy(normalise_grey(read_with_halo(entry.image(), z0, z1, context), window))
+    image = grey.unfold(0, in_channels, 1).permute(0, 3, 1, 2).contiguous()
     label = entry.label().read(z0, z1)
-    net = inference_ready(load_weights(ModularUNet(), ckpt_path), True, True)
+    net = inference_ready(load_weights(ModularUNet(in_channels=in_channels), ckpt_path), True, True)
     margin = context_margin(net.u_depth)
     tiles = OverlapTileInferer((512, 512), margin)
 

@@ -96,8 +96,8 @@ def render(results_dir: str | Path = RESULTS) -> dict[str, str]:
         tables[path.stem] = _suite_table(json.loads(path.read_text()))
     for path in sorted(results_dir.glob("backends_*.json")):
         tables[path.stem] = _backends_table(json.loads(path.read_text()))
-    if (results_dir / "edges.json").is_file():
-        tables["edges"] = _edges_table(json.loads((results_dir / "edges.json").read_text()))
+    for path in sorted(results_dir.glob("edges*.json")):
+        tables[path.stem] = _edges_table(json.loads(path.read_text()))
     if (results_dir / "seamless.json").is_file():
         result = json.loads((results_dir / "seamless.json").read_text())
         keys = ["variant", "precision", "levers", "roi_vs_whole_pct", "tile_vs_default_pct", "slab_3_vs_auto_pct"]
