@@ -20,7 +20,8 @@ from ignite.handlers import Checkpoint, DiskSaver
 
 from .flags import as_flag
 from .io import write_atomically
-from .variants import variant_overlays
+from .launcher import config_file_list
+from .variants import variant_config_names
 
 __all__ = [
     "CheckpointError",
@@ -145,11 +146,11 @@ def read_model_sidecar(checkpoint: str | os.PathLike, variant: str | None = None
         if network is not None and key in recorded_net and key in network and recorded_net[key] != network[key]:
             differences.append(f"{key}: model {recorded_net[key]!r}, config {network[key]!r}")
     if differences:
-        overlays = [f"configs/variants/{overlay.name}" for overlay in variant_overlays(recorded_variant)] if recorded_variant else []
-        merge = ",".join(f"'{name}'" for name in ["configs/inference.json", *overlays])
+        overlays = [f"configs/{name}" for name in variant_config_names(recorded_variant)] if recorded_variant else []
+        merge = config_file_list(["configs/inference.json", *overlays])
         raise CheckpointError(
             f"{checkpoint}: the model (see {path.name}) does not match this config: {'; '.join(differences)}."
-            + (f" Merge the overlay of its variant: --config_file \"[{merge}]\"." if overlays else "")
+            + (f" Merge the overlay of its variant: --config_file \"{merge}\"." if overlays else "")
         )
     return sidecar
 

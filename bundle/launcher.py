@@ -44,10 +44,14 @@ def command_line(overrides: dict) -> list[str]:
     return args
 
 
+def config_file_list(config_files: Sequence[str | os.PathLike]) -> str:
+    """The `--config_file` value MONAI reads as a list of files merged in order: "['a.json','b.json']"."""
+    return "[" + ",".join(f"'{f}'" for f in config_files) + "]"
+
+
 def bundle_command(workflow: str, config_files: Sequence[str | os.PathLike], overrides: dict) -> list[str]:
     """The argv of `python -m monai.bundle run WORKFLOW --config_file [...] --KEY VALUE ...` in this interpreter."""
-    files = "[" + ",".join(f"'{f}'" for f in config_files) + "]"
-    return [sys.executable, "-m", "monai.bundle", "run", workflow, "--config_file", files, *command_line(overrides)]
+    return [sys.executable, "-m", "monai.bundle", "run", workflow, "--config_file", config_file_list(config_files), *command_line(overrides)]
 
 
 def run_bundle(workflow: str, config_files: Sequence[str | os.PathLike], overrides: dict, log: str | os.PathLike, in_process: bool | None = None) -> None:

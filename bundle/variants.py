@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["BASE_VARIANT", "VARIANT_NETWORK", "ablation_overlays", "network_kwargs", "variant_overlays"]
+__all__ = ["BASE_VARIANT", "VARIANT_NETWORK", "ablation_overlays", "network_kwargs", "variant_config_names", "variant_overlays"]
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -15,6 +15,11 @@ BASE_VARIANT: str = json.loads((CONFIGS / "train.json").read_text())["variant"]
 def variant_overlays(variant: str) -> list[Path]:
     """The config overlay that turns the base configs into `variant`: none for the base variant itself."""
     return [] if variant == BASE_VARIANT else [CONFIGS / "variants" / f"{variant}.json"]
+
+
+def variant_config_names(variant: str) -> list[str]:
+    """`variant_overlays` as names relative to configs/ ("variants/2d.json"), for commands shown to a user."""
+    return [path.relative_to(CONFIGS).as_posix() for path in variant_overlays(variant)]
 
 
 def _overlay_keys(overlay: dict) -> dict:

@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from bundle.launcher import config_file_list
 from bundle.networks import ModularUNet
 from bundle.phantom import make_phantom
-from bundle.variants import variant_overlays
+from bundle.variants import variant_config_names
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
@@ -212,14 +213,9 @@ def run_script(script: str, *args: str, timeout: int = 900, cli: bool = False) -
     return stdout
 
 
-def variant_configs(variant: str) -> list[str]:
-    """The config overlay of a variant, relative to configs/: none for the base configs' own (2.5D)."""
-    return [f"variants/{path.name}" for path in variant_overlays(variant)]
-
-
 def config_list(*names: str) -> str:
     """A MONAI list of config files, e.g. config_list('train.json', 'variants/3d.json')."""
-    return "[" + ",".join(f"'{CONFIGS / n}'" for n in names) + "]"
+    return config_file_list([CONFIGS / n for n in names])
 
 
 VARIANT_NETS = {"2d": dict(in_channels=1), "2.5d": dict(in_channels=5), "3d": dict(spatial_dims=3)}
@@ -247,7 +243,7 @@ def models(tmp_path_factory):
 
 
 def infer(input_path, output, model, variant="2d", *extra, env=None):
-    configs = ["inference.json", *variant_configs(variant)]
+    configs = ["inference.json", *variant_config_names(variant)]
     return bundle_run(
         "run", "inference", "--config_file", config_list(*configs), "--input_path", str(input_path), "--output_dir", str(output),
         "--ckpt_path", str(model), "--network_def#f0", "4", *VARIANT_ARGS[variant], *extra, env=env,

@@ -4,15 +4,16 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import CONFIGS, VARIANT_ARGS, bundle_run, config_list, variant_configs
+from conftest import CONFIGS, VARIANT_ARGS, bundle_run, config_list
 
 from bundle.io import open_volume
 from bundle.metrics import confusion_matrix, iou_per_class
+from bundle.variants import variant_config_names
 
 
 @pytest.mark.parametrize("variant", ["2d", "2.5d", "3d"])
 def test_evaluate_writes_the_full_report(tiny_dataset, models, tmp_path, variant):
-    configs = ["inference.json", "evaluate.json", *variant_configs(variant)]
+    configs = ["inference.json", "evaluate.json", *variant_config_names(variant)]
     bundle_run("run", "evaluate", "--config_file", config_list(*configs), "--dataset_dir", str(tiny_dataset), "--output_dir", str(tmp_path),
                "--ckpt_path", str(models[variant]), "--network_def#f0", "4", *VARIANT_ARGS[variant])
     metrics = json.loads((tmp_path / "metrics.json").read_text())

@@ -5,12 +5,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import bundle_run, config_list, variant_configs
+from conftest import bundle_run, config_list
 
 from bundle.inference import OverlapTileInferer, context_margin, receptive_radius, tile_plan
 from bundle.io import open_volume
 from bundle.networks import ModularUNet, inference_ready
 from bundle.phantom import make_phantom
+from bundle.variants import variant_config_names
 
 
 @pytest.mark.parametrize(("u_depth", "sampling"), [(2, "learnable"), (3, "learnable"), (3, "rigid")])
@@ -75,7 +76,7 @@ def scan(tmp_path_factory):
 
 def run(scan, output, variant, *extra):
     path, models = scan
-    configs = ["inference.json", *variant_configs(variant)]
+    configs = ["inference.json", *variant_config_names(variant)]
     bundle_run("run", "inference", "--config_file", config_list(*configs), "--input_path", str(path), "--output_dir", str(output),
                "--ckpt_path", str(models[variant]), "--network_def#f0", "4", "--precision", "fp32", "--progress", "False", *extra)
     return open_volume(output / "phantom.seg.raw").read()

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 from ..checkpoints import variant_of
-from ..launcher import command_line
-from ..variants import variant_overlays
+from ..launcher import command_line, config_file_list
+from ..variants import variant_config_names
 from .study import (
     ABLATIONS,
     EVALUATE_KEYS,
@@ -198,8 +198,8 @@ def shipped(
         variant = variant_of(ckpt_path)
         run_workflow("evaluate", variant, [], overrides, out.parent / f"{data.name}.log")
         metrics = json.loads((out / "metrics.json").read_text())
-        configs = ",".join(f"'configs/{name}'" for name in ["inference.json", "evaluate.json", *(f"variants/{o.name}" for o in variant_overlays(variant))])
-        command = f"python -m monai.bundle run evaluate --config_file \"[{configs}]\" " + " ".join(command_line(overrides))
+        configs = config_file_list([f"configs/{name}" for name in ("inference.json", "evaluate.json", *variant_config_names(variant))])
+        command = f"python -m monai.bundle run evaluate --config_file \"{configs}\" " + " ".join(command_line(overrides))
         result["volumes"].append({"name": name, "phantom": {"shape": list(shape), "seed": seed}, "command": command, "metrics": metrics})
         print(f"{name}: mean IoU {metrics['mean_iou']:.4f}")
     text = json.dumps(result, indent=1) + "\n"
