@@ -21,6 +21,7 @@ from ignite.handlers import Checkpoint, DiskSaver
 from .flags import as_flag
 from .io import write_atomically
 from .launcher import config_file_list
+from .networks import widened
 from .variants import variant_config_names
 
 __all__ = [
@@ -33,7 +34,6 @@ __all__ = [
     "load_weights",
     "read_model_sidecar",
     "sidecar_of",
-    "widened_input",
 ]
 
 logger = logging.getLogger(__name__)
@@ -44,35 +44,15 @@ class CheckpointError(RuntimeError):
     """A checkpoint that is missing or does not fit the network."""
 
 
-def widened_input(state: dict, own: dict) -> dict:
-    """`state` of a one-channel (2D) network made to fit `own`, a network that reads neighbour slices as channels (2.5D).
-
-    The kernels that read the input go to the centre channel and the neighbours' kernels start at
-    zero, so the widened network computes what the 2D one did until training teaches it to use
-    the context. Only tensors whose input dimension is 1 in `state` and odd in `own`, the other
-    dimensions equal, are widened.
-    """
-    widened = dict(state)
-    for key, tensor in state.items():
-        target = own.get(key)
-        if target is None or tensor.ndim < 2 or tensor.shape == target.shape:
-            continue
-        if tensor.shape[1] == 1 and target.shape[1] % 2 == 1 and tensor.shape[:1] + tensor.shape[2:] == target.shape[:1] + target.shape[2:]:
-            wide = torch.zeros(target.shape, dtype=tensor.dtype)
-            wide[:, target.shape[1] // 2] = tensor[:, 0]
-            widened[key] = wide
-    return widened
-
-
 def load_weights(
     network: torch.nn.Module, path: str | os.PathLike | None, hint: str = "", device: torch.device | str | None = None,
-    widen_input: bool = False,
+    widen: bool = False,
 ) -> torch.nn.Module:
     """Load a state dict into `network`, every key and shape matching, or raise naming the file; then move it to `device`.
 
     `path` None leaves the weights as they are (no pretrained weights). A full training
-    checkpoint (a dict with a "model" entry) is accepted too. `widen_input` lets a 2D model
-    start a 2.5D one (`widened_input`).
+    checkpoint (a dict with a "model" entry) is accepted too. `widen` lets a narrower model (a
+    2D one, a smaller `f0`) start this one, computing what it did (`bundle.networks.widened`).
     """
     if path is None or str(path) == "":
         return network if device is None else network.to(device)
@@ -89,8 +69,11 @@ def load_weights(
         state = state["model"]
     target = network.module if hasattr(network, "module") else network
     own = target.state_dict()
-    if as_flag(widen_input):
-        state = widened_input(state, own)
+    if as_flag(widen):
+        try:
+            state = widened(state, target)
+        except ValueError as err:
+            raise CheckpointError(f"{path}: cannot widen into this network: {err} {hint}".strip()) from err
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     mismatched = [f"{k}: checkpoint {tuple(state[k].shape)} vs network {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]

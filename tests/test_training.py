@@ -70,15 +70,22 @@ def test_fine_tuning_loads_every_key_and_refuses_another_variant(tiny_dataset, t
     assert "['wings'] are not parts of the network" in log.strip().splitlines()[-1]
 
 
-def test_a_2d_model_starts_a_2_5d_one_computing_the_same_until_trained(tiny_dataset, tmp_path):
+def test_a_2d_model_starts_a_2_5d_and_a_wider_one_computing_the_same_until_trained(tiny_dataset, tmp_path):
     train(tiny_dataset, tmp_path / "base", "2d", "--max_epochs", "1")
     model = tmp_path / "base" / "models" / "model.pt"
-    flat, wide = load_weights(ModularUNet(f0=4), model).eval(), load_weights(ModularUNet(f0=4, in_channels=5), model, widen_input=True).eval()
+    flat = load_weights(ModularUNet(f0=4), model).eval()
     slab = torch.rand(2, 5, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        torch.testing.assert_close(wide(slab), flat(slab[:, 2:3]))
-    with pytest.raises(CheckpointError, match="does not fit the network"):
-        load_weights(ModularUNet(f0=8, in_channels=5), model, widen_input=True)
+        expected = flat(slab[:, 2:3])
+        for wider in (ModularUNet(f0=4, in_channels=5), ModularUNet(f0=6, in_channels=5), ModularUNet(f0=8)):
+            wide = load_weights(wider, model, widen=True).eval()
+            torch.testing.assert_close(wide(slab if wider.in_channels == 5 else slab[:, 2:3]), expected)
+    assert wide.head.weight[:, 8:].abs().sum() == 0 and wide.encoder[0].conv1.weight[4:].abs().sum() > 0
+    torch.save(wide.state_dict(), tmp_path / "f8.pt")
+    with pytest.raises(CheckpointError, match="f8.pt: cannot widen into this network: .* does not fit inside"):
+        load_weights(ModularUNet(f0=4), tmp_path / "f8.pt", widen=True)
+    with pytest.raises(CheckpointError, match="cannot widen .* conv='separable'"):
+        load_weights(ModularUNet(f0=8, conv="separable"), model, widen=True)
     result = train(tiny_dataset, tmp_path / "wide", "2.5d", "--pretrained", str(model), "--widen_pretrained", "true", "--max_epochs", "1")
     assert "loaded all" in result.stdout + result.stderr
     trained = torch.load(tmp_path / "wide" / "models" / "model.pt", weights_only=True)["encoder.0.conv1.weight"]
