@@ -6,9 +6,9 @@
 
 from pathlib import Path
 
-from . import backends, checkpoints, data, errors, inference, io, losses, metrics, networks, runtime, schedules
+from . import backends, batch_norm_statistics, checkpoints, data, errors, inference, io, losses, metrics, networks, runtime, schedules
 
 BUNDLE_ROOT = str(Path(__file__).resolve().parent.parent)
 errors.install_cause_hook()
 
-__all__ = ["BUNDLE_ROOT", "backends", "checkpoints", "data", "errors", "inference", "io", "losses", "metrics", "networks", "runtime", "schedules"]
+__all__ = ["BUNDLE_ROOT", "backends", "batch_norm_statistics", "checkpoints", "data", "errors", "inference", "io", "losses", "metrics", "networks", "runtime", "schedules"]

@@ -95,6 +95,29 @@ def test_a_2d_model_starts_a_2_5d_and_a_wider_one_computing_the_same_until_train
     assert "does not fit the network" in log.strip().splitlines()[-1]
 
 
+def test_precise_bn_re_estimates_a_models_batch_norm_statistics_over_an_epoch_of_training_crops(tiny_dataset, tmp_path):
+    train(tiny_dataset, tmp_path / "base", "2.5d", "--max_epochs", "1")
+    model = tmp_path / "base" / "models" / "model.pt"
+    args = ["--config_file", config_list("train.json"), "--dataset_dir", str(tiny_dataset), "--network_def#f0", "4", "--crop_size", "[32,32]",
+            "--batch_size", "2", "--steps_per_epoch", "3", "--num_workers", "0"]
+    bundle_run("run", "precise_bn", *args, "--output_dir", str(tmp_path / "precise"), "--pretrained", str(model))
+    before, after = torch.load(model, weights_only=True), torch.load(tmp_path / "precise" / "models" / "model.pt", weights_only=True)
+    assert before.keys() == after.keys()
+    statistics = {k for k in before if k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+    assert all(torch.equal(before[k], after[k]) for k in before.keys() - statistics)
+    assert all(not torch.equal(before[k], after[k]) for k in statistics if k.endswith("running_mean"))
+    assert {after[k].item() for k in statistics if k.endswith("num_batches_tracked")} == {3}
+    base, sidecar = (json.loads((folder / "models" / "model.json").read_text()) for folder in (tmp_path / "base", tmp_path / "precise"))
+    assert sidecar.pop("batch_norm_statistics") | {"seconds": 0} == {"from": str(model), "dataset_dir": str(tiny_dataset), "batches": 3, "crops": 6, "seconds": 0}
+    assert sidecar == base
+    load_weights(ModularUNet(f0=4, in_channels=5), tmp_path / "precise" / "models" / "model.pt")
+    log = run_expecting_failure("run", "precise_bn", *args, "--output_dir", str(tmp_path / "none"))
+    assert log.strip().splitlines()[-1].endswith("precise_bn re-estimates the statistics of a trained model: give it with --pretrained MODEL.pt.")
+    log = run_expecting_failure("run", "precise_bn", *args, "--output_dir", str(tmp_path / "base"), "--pretrained", str(model))
+    assert "would overwrite --pretrained" in log.strip().splitlines()[-1]
+    assert torch.equal(torch.load(model, weights_only=True)["head.weight"], before["head.weight"])
+
+
 def test_fine_tuning_keeps_the_pretrained_models_grey_percentiles_unless_told_otherwise(tiny_dataset, tmp_path):
     train(tiny_dataset, tmp_path / "base", "2d", "--grey_percentiles", "[1.0, 99.0]", "--max_epochs", "1")
     model = str(tmp_path / "base" / "models" / "model.pt")
