@@ -6,7 +6,20 @@
 
 from pathlib import Path
 
-from . import backends, batch_norm_statistics, checkpoints, data, errors, inference, io, losses, metrics, networks, runtime, schedules
+from . import (
+    backends,
+    batch_norm_statistics,
+    checkpoints,
+    data,
+    errors,
+    inference,
+    io,
+    losses,
+    metrics,
+    networks,
+    runtime,
+    schedules,
+)
 
 BUNDLE_ROOT = str(Path(__file__).resolve().parent.parent)
 errors.install_cause_hook()

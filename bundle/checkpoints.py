@@ -34,6 +34,8 @@ __all__ = [
     "load_weights",
     "read_model_sidecar",
     "sidecar_of",
+    "variant_of",
+    "width_of",
 ]
 
 logger = logging.getLogger(__name__)
@@ -141,6 +143,11 @@ def read_model_sidecar(checkpoint: str | os.PathLike, variant: str | None = None
 def variant_of(checkpoint: str | os.PathLike) -> str:
     """The variant a checkpoint was trained as (its sidecar's); "2d" for a sidecar from before variants were recorded."""
     return read_model_sidecar(checkpoint).get("variant") or "2d"
+
+
+def width_of(checkpoint: str | os.PathLike) -> int:
+    """The `f0` a checkpoint was trained with (its sidecar's); 16, the paper's, for a sidecar that does not record it."""
+    return int((read_model_sidecar(checkpoint).get("network") or {}).get("f0", 16))
 
 
 def pretrained_grey_percentiles(pretrained: str | os.PathLike | None) -> list[float] | None:

@@ -246,12 +246,14 @@ def test_held_out_scans_are_scored_by_the_model_its_adaptation_a_forest_fine_tun
     experiment(*args)
     assert len(rows(tmp_path / "results.csv")) == 7
     torch.save(ModularUNet(f0=4, in_channels=5).state_dict(), tmp_path / "wide.pt")
-    (tmp_path / "wide.json").write_text(json.dumps({"variant": "2.5d"}))
+    (tmp_path / "wide.json").write_text(json.dumps({"variant": "2.5d", "network": {"in_channels": 5, "f0": 4}}))
     held_out(model=str(tmp_path / "wide.pt"), scans=[scan], shape=(24, 64, 64), slices=[2], seeds=[0], epochs=1, scratch_factor=0, adapt=False,
-             forest_slices=2, work_dir=str(tmp_path / "wide"), f0=4, overrides=json.loads(TINY))
+             forest_slices=2, work_dir=str(tmp_path / "wide"), overrides=json.loads(TINY))
     wide = rows(tmp_path / "wide" / "results.csv")
-    assert [(r["run"], r["variant"]) for r in wide if r["variant"] != "forest"] == [(f"model on {scan}", "2.5d"), (f"fine-tuned 2 slices on {scan}", "2.5d")]
-    assert json.loads((tmp_path / "wide" / "held_out" / "projection-edge204" / "slices2" / "fine_tuned_seed0" / "models" / "model.json").read_text())["variant"] == "2.5d"
+    assert [(r["run"], r["variant"], r["f0"]) for r in wide if r["variant"] != "forest"] == [
+        (f"model on {scan}", "2.5d", "4"), (f"fine-tuned 2 slices on {scan}", "2.5d", "4")]
+    tuned = json.loads((tmp_path / "wide" / "held_out" / "projection-edge204" / "slices2" / "fine_tuned_seed0" / "models" / "model.json").read_text())
+    assert (tuned["variant"], tuned["network"]["f0"]) == ("2.5d", 4)
     torch.save(ModularUNet(f0=4).state_dict(), tmp_path / "unsure.pt")
     with pytest.raises(ValueError, match="no voxel reaches confidence 0.9 under .*unsure.pt; self-training needs a lower"):
         held_out(model=str(tmp_path / "unsure.pt"), scans=[scan], shape=(24, 64, 64), slices=[], seeds=[1], self_train=0.9, adapt=False,

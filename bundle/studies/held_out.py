@@ -149,7 +149,7 @@ def held_out(
     infer: tuple = (),
     self_train: float = 0.0,
     overlays: tuple = tuple(GENERALIST_OVERLAYS),
-    f0: int = 16,
+    f0: int | None = None,
     work_dir: str = "runs/held_out",
     results: str | None = None,
     overrides: dict | None = None,
@@ -161,12 +161,12 @@ def held_out(
     labelled z-planes (`forest N slices`), `model` fine-tuned for `epochs` on N of `slices` planes (`fine-tuned N
     slices`) and, on the most planes, a network trained from scratch for `scratch_factor` x `epochs` (none for 0); each training
     once per seed of `seeds`. Rows: study `held_out`, run `<method> on <scan>`, seed = the training seed (0 without
-    training); resumable (a run with its row is skipped). The variant (2D, 2.5D, 3D) is the model's (its sidecar); its
-    fine-tuning and training from scratch are of that variant."""
-    from ..checkpoints import variant_of
+    training); resumable (a run with its row is skipped). The variant (2D, 2.5D, 3D) and, `f0` None, the width are the
+    model's (its sidecar); its fine-tuning and training from scratch are of that variant and width."""
+    from ..checkpoints import variant_of, width_of
     from ..data import load_dataset_description
 
-    variant = variant_of(model)
+    variant, f0 = variant_of(model), width_of(model) if f0 is None else int(f0)
     work = Path(work_dir)
     results = Path(results or work / "results.csv")
     overlays, overrides, network = list(overlays), dict(overrides or {}), {"network_def#f0": int(f0)}

@@ -9,7 +9,7 @@ import re
 import time
 from pathlib import Path
 
-from ..checkpoints import variant_of
+from ..checkpoints import variant_of, width_of
 from ..launcher import command_line, config_file_list
 from ..variants import variant_config_names
 from .study import (
@@ -108,11 +108,12 @@ def inference_levers(
     levers: tuple = tuple(INFERENCE_LEVERS),
     data_seeds: tuple = (11, 12, 13),
     shape: tuple = (64, 256, 256),
-    f0: int = 16,
+    f0: int | None = None,
     **options,
 ) -> None:
     """TTA and multi-axis fusion on trained models (default: the shipped one), each scored on phantoms of `data_seeds`
-    (made under <work_dir>/data/seed<N> when missing; their test slices): the spread is over unseen volumes."""
+    (made under <work_dir>/data/seed<N> when missing; their test slices): the spread is over unseen volumes. `f0` None:
+    each model's own (its sidecar's)."""
     from ..phantom import make_phantom
 
     models = models or {"shipped": str(ROOT / "models" / "model.pt")}
@@ -126,9 +127,9 @@ def inference_levers(
             make_phantom(data, tuple(int(v) for v in shape), seed=int(seed))
         study.dataset_dir = str(data)
         for model, checkpoint in models.items():
-            variant = variant_of(checkpoint)
+            variant, width = variant_of(checkpoint), width_of(checkpoint) if f0 is None else int(f0)
             for lever in levers:
-                study.score("inference_levers", f"{variant} {model} + infer {lever}", int(seed), variant, {"network_def#f0": int(f0)},
+                study.score("inference_levers", f"{variant} {model} + infer {lever}", int(seed), variant, {"network_def#f0": width},
                             Path(checkpoint), lever, INFERENCE_LEVERS[lever])
 
 
@@ -171,7 +172,7 @@ def generalist(
         for model, checkpoint in scored.items():
             variant = variant_of(checkpoint)
             run = f"{variant} {model} on {name}s" if name == "edge draw" else f"{variant} {model} on the {name}"
-            study.score("generalist", run, seed, variant, {"network_def#f0": 16}, Path(checkpoint), "no retraining", [])
+            study.score("generalist", run, seed, variant, {"network_def#f0": width_of(checkpoint)}, Path(checkpoint), "no retraining", [])
 
 
 def shipped(
@@ -194,7 +195,8 @@ def shipped(
             make_phantom(data, shape, seed=seed)
         out = Path(work_dir) / label.replace(" ", "_") / data.name
         out.mkdir(parents=True, exist_ok=True)
-        overrides = {"dataset_dir": str(data), "output_dir": str(out), "ckpt_path": str(ckpt_path), "write_volumes": False}
+        overrides = {"dataset_dir": str(data), "output_dir": str(out), "ckpt_path": str(ckpt_path), "write_volumes": False,
+                     "network_def#f0": width_of(ckpt_path)}
         variant = variant_of(ckpt_path)
         run_workflow("evaluate", variant, [], overrides, out.parent / f"{data.name}.log")
         metrics = json.loads((out / "metrics.json").read_text())
@@ -315,7 +317,7 @@ def annotation_loop(
     rounds: int = 3,
     epochs: int = 5,
     pretrained: str = str(ROOT / "models" / "model.pt"),
-    f0: int = 16,
+    f0: int | None = None,
     work_dir: str = "runs/annotation_loop",
     results: str | None = None,
     overrides: dict | None = None,
@@ -323,8 +325,8 @@ def annotation_loop(
     """The annotation loop simulated on phantoms: from `start` evenly spaced annotated z-planes, `rounds` rounds of
     choosing `per_round` more planes (by the model's uncertainty, at random, or evenly spaced), their true labels
     standing in for the scientist's corrections, and fine-tuning the previous round's model for `epochs`; each
-    round's model scored on the test slices. Rows: study `annotation_loop`, run `<strategy> round <r>`, seed = the
-    phantom's."""
+    round's model scored on the test slices (`f0` None: `pretrained`'s). Rows: study `annotation_loop`, run
+    `<strategy> round <r>`, seed = the phantom's."""
     import numpy as np
 
     from ..data import load_dataset_description
@@ -332,7 +334,7 @@ def annotation_loop(
 
     work = Path(work_dir)
     results = Path(results or work / "results.csv")
-    variant = variant_of(pretrained)
+    variant, f0 = variant_of(pretrained), width_of(pretrained) if f0 is None else int(f0)
     done = {(r["run"], row_seed(r)) for r in read_rows(results)}
     for seed in (int(s) for s in data_seeds):
         base = work / f"seed{seed}"
@@ -382,7 +384,7 @@ def fine_tune(
     short_epochs: tuple = (),
     short_slices: int = 2,
     overlays: tuple = tuple(GENERALIST_OVERLAYS),
-    f0: int = 16,
+    f0: int | None = None,
     work_dir: str = "runs/fine_tune",
     results: str | None = None,
     overrides: dict | None = None,
@@ -392,7 +394,8 @@ def fine_tune(
     annotated z-planes, trained on for `epochs` from `pretrained` and from scratch (the same steps), and from scratch
     for `scratch_epochs` on the most slices (the model a scientist would train on that scan alone), and from
     `pretrained` on `short_slices` slices for each of the shorter schedules `short_epochs` (how few epochs suffice).
-    `overlays` are the training overlays of both (the pretrained model's grey normalisation). Rows: study
+    `overlays` are the training overlays of both (the pretrained model's grey normalisation); `f0` None: `pretrained`'s,
+    for both. Rows: study
     `fine_tune`, run `<start> <n> slices` (`pretrained <n> slices <e> epochs` for a short schedule), seed = the
     draw's."""
     from ..data import load_dataset_description
@@ -403,7 +406,7 @@ def fine_tune(
     work = Path(work_dir)
     results = Path(results or work / "results.csv")
     overlays, overrides = list(overlays), dict(overrides or {})
-    network, variant = {"network_def#f0": int(f0)}, variant_of(pretrained)
+    network, variant = {"network_def#f0": width_of(pretrained) if f0 is None else int(f0)}, variant_of(pretrained)
     done = {(r["run"], row_seed(r)) for r in read_rows(results)}
     for seed in (int(s) for s in data_seeds):
         scan = work / "data" / f"edge{seed}"
