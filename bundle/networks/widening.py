@@ -40,7 +40,9 @@ def _old_input_positions(key: str, n_old: int, n_new: int, f0_old: int, f0_new: 
 def widened(state: dict, network: nn.Module) -> dict:
     """`state`, the weights of a ModularUNet with fewer input channels and/or a smaller `f0` (all else equal), made to
     fit `network`, computing what `state` computed. Tensors that already fit are kept as they are."""
-    hparams = network.hparams
+    hparams = getattr(network, "hparams", None)
+    if hparams is None or "head.weight" not in state:
+        raise ValueError("widening places one ModularUNet's weights inside another; this checkpoint or network is not one.")
     if hparams["conv"] != "standard" or hparams["norm"] not in ("batch", "none"):
         raise ValueError(
             f"widening keeps the function of standard convolutions with batch or no norm, not conv={hparams['conv']!r}, norm={hparams['norm']!r}."
