@@ -145,8 +145,11 @@ def variant_of(checkpoint: str | os.PathLike) -> str:
     return read_model_sidecar(checkpoint).get("variant") or "2d"
 
 
-def width_of(checkpoint: str | os.PathLike) -> int:
-    """The `f0` a checkpoint was trained with (its sidecar's); 16, the paper's, for a sidecar that does not record it."""
+def width_of(checkpoint: str | os.PathLike, given: int | None = None) -> int:
+    """`given` (a study's `--f0`) when there is one, else the `f0` a checkpoint was trained with (its sidecar's); 16, the
+    paper's, for a sidecar that does not record it."""
+    if given is not None:
+        return int(given)
     return int((read_model_sidecar(checkpoint).get("network") or {}).get("f0", 16))
 
 

@@ -166,7 +166,7 @@ def held_out(
     from ..checkpoints import variant_of, width_of
     from ..data import load_dataset_description
 
-    variant, f0 = variant_of(model), width_of(model) if f0 is None else int(f0)
+    variant, f0 = variant_of(model), width_of(model, f0)
     work = Path(work_dir)
     results = Path(results or work / "results.csv")
     overlays, overrides, network = list(overlays), dict(overrides or {}), {"network_def#f0": int(f0)}

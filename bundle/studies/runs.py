@@ -127,7 +127,7 @@ def inference_levers(
             make_phantom(data, tuple(int(v) for v in shape), seed=int(seed))
         study.dataset_dir = str(data)
         for model, checkpoint in models.items():
-            variant, width = variant_of(checkpoint), width_of(checkpoint) if f0 is None else int(f0)
+            variant, width = variant_of(checkpoint), width_of(checkpoint, f0)
             for lever in levers:
                 study.score("inference_levers", f"{variant} {model} + infer {lever}", int(seed), variant, {"network_def#f0": width},
                             Path(checkpoint), lever, INFERENCE_LEVERS[lever])
@@ -334,7 +334,7 @@ def annotation_loop(
 
     work = Path(work_dir)
     results = Path(results or work / "results.csv")
-    variant, f0 = variant_of(pretrained), width_of(pretrained) if f0 is None else int(f0)
+    variant, f0 = variant_of(pretrained), width_of(pretrained, f0)
     done = {(r["run"], row_seed(r)) for r in read_rows(results)}
     for seed in (int(s) for s in data_seeds):
         base = work / f"seed{seed}"
@@ -406,7 +406,7 @@ def fine_tune(
     work = Path(work_dir)
     results = Path(results or work / "results.csv")
     overlays, overrides = list(overlays), dict(overrides or {})
-    network, variant = {"network_def#f0": width_of(pretrained) if f0 is None else int(f0)}, variant_of(pretrained)
+    network, variant = {"network_def#f0": width_of(pretrained, f0)}, variant_of(pretrained)
     done = {(r["run"], row_seed(r)) for r in read_rows(results)}
     for seed in (int(s) for s in data_seeds):
         scan = work / "data" / f"edge{seed}"
