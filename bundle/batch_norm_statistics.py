@@ -4,23 +4,31 @@ Training keeps exponential running statistics with the paper's momentum 0.5: eac
 the weight of all before it, so a trained model normalises with the statistics of its last
 two or three batches, crops of a few volumes of a varied family. One pass over many training
 batches (no gradient, dropout and noise off, a cumulative average) gives the statistics of the
-whole training distribution instead; the weights stay as they are.
+whole training distribution instead; the weights stay as they are. `run precise_bn` does it once
+after training; `PreciseStatisticsBeforeValidation` before each validation, so the checkpoint is
+chosen (and saved) on the statistics it will be used with.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import random
 import time
+from contextlib import contextmanager
+from itertools import chain, islice, repeat
 from pathlib import Path
 
+import numpy as np
 import torch
+from ignite.engine import Engine, Events
+from monai.transforms import Compose
 
 from .adaptation import adapt_batch_norm
 from .checkpoints import CheckpointError, read_model_sidecar, sidecar_of
 from .io import atomic_output, write_atomically
 
-__all__ = ["write_precise_statistics"]
+__all__ = ["PreciseStatisticsBeforeValidation", "write_precise_statistics"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,3 +59,60 @@ def write_precise_statistics(network: torch.nn.Module, dataset, loader, pretrain
     write_atomically(sidecar_of(target), json.dumps(sidecar, indent=2) + "\n")
     logger.info("batch-norm statistics of %s over %d batches (%d crops) in %.0f s: %s", pretrained, len(loader), len(dataset), seconds, target)
     return target
+
+
+def _random_streams(dataset) -> list[np.random.RandomState]:
+    """The MONAI `Randomizable.R` streams of `dataset` and of its transforms, nested Compose included (walked here:
+    `Compose.flatten()` builds a Compose, which re-seeds every transform it holds)."""
+    streams, parts = [], [dataset, getattr(dataset, "transform", None)]
+    while parts:
+        part = parts.pop()
+        if isinstance(part, Compose):
+            parts.extend(part.transforms)
+        if isinstance(getattr(part, "R", None), np.random.RandomState):
+            streams.append(part.R)
+    return streams
+
+
+@contextmanager
+def untouched_random_streams(dataset):
+    """Whatever is drawn inside leaves the random streams as they were: torch's, NumPy's and Python's global ones
+    (a loader's worker seeds come from torch's) and those of `dataset` and its transforms."""
+    streams = _random_streams(dataset)
+    saved = (torch.get_rng_state(), np.random.get_state(), random.getstate(), [stream.get_state() for stream in streams])
+    try:
+        yield
+    finally:
+        torch.set_rng_state(saved[0])
+        np.random.set_state(saved[1])
+        random.setstate(saved[2])
+        for stream, state in zip(streams, saved[3]):
+            stream.set_state(state)
+
+
+def _batches(loader, count: int):
+    """`count` batches of `loader`, passing over it again (fresh random crops) when one pass has fewer."""
+    return islice(chain.from_iterable(repeat(loader)), count)
+
+
+class PreciseStatisticsBeforeValidation:
+    """Before each validation (every `interval` epochs, attached ahead of the `ValidationHandler`), the batch-norm
+    statistics re-estimated over `batches` batches of `loader` (the training's), so the validation score, the best
+    checkpoint and the model saved are those of the statistics of the training distribution, not of the last two or
+    three batches. The pass leaves every random stream as it found it and training normalises with batch statistics,
+    so training draws the same crops and takes the same steps as without it. `batches` 0 attaches nothing."""
+
+    def __init__(self, loader, batches: int, interval: int) -> None:
+        if int(batches) < 0 or int(interval) < 1:
+            raise ValueError(f"precise batch-norm statistics: batches {batches} must be >= 0 and interval {interval} >= 1")
+        self.loader, self.batches, self.interval = loader, int(batches), int(interval)
+
+    def attach(self, engine: Engine) -> None:
+        if self.batches:
+            engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self)
+
+    def __call__(self, engine: Engine) -> None:
+        started = time.time()
+        with untouched_random_streams(self.loader.dataset):
+            adapt_batch_norm(engine.network, (batch["image"] for batch in _batches(self.loader, self.batches)))
+        logger.info("epoch %d: batch-norm statistics over %d training batches in %.0f s", engine.state.epoch, self.batches, time.time() - started)

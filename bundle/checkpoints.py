@@ -174,11 +174,13 @@ class ModelSidecarWriter:
         network: the network trained (its `hparams` go into the sidecar).
         variant: "2d", "2.5d" or "3d".
         runtime: how training computed (`bundle.runtime.Runtime`): device, precision, CPU class.
+        precise_bn_batches: training batches the batch-norm statistics are re-estimated over before each validation
+            (`bundle.batch_norm_statistics.PreciseStatisticsBeforeValidation`); 0 for none, and then not recorded.
     """
 
-    def __init__(self, ckpt_dir: str, grey, network: torch.nn.Module, variant: str, runtime=None) -> None:
+    def __init__(self, ckpt_dir: str, grey, network: torch.nn.Module, variant: str, runtime=None, precise_bn_batches: int = 0) -> None:
         self.path = Path(ckpt_dir) / "model.json"
-        self.grey, self.runtime = grey, runtime
+        self.grey, self.runtime, self.precise_bn_batches = grey, runtime, int(precise_bn_batches)
         self.hparams = dict((network.module if hasattr(network, "module") else network).hparams)
         self.variant = variant
 
@@ -191,6 +193,8 @@ class ModelSidecarWriter:
             content["grey_percentiles"] = [float(v) for v in self.grey.grey_percentiles]
         if self.runtime is not None:
             content["training_runtime"] = self.runtime.as_dict()
+        if self.precise_bn_batches:
+            content["batch_norm_statistics"] = {"batches": self.precise_bn_batches, "when": "before each validation"}
         return content
 
     def __call__(self, engine: Engine) -> None:

@@ -118,6 +118,23 @@ def test_precise_bn_re_estimates_a_models_batch_norm_statistics_over_an_epoch_of
     assert torch.equal(torch.load(model, weights_only=True)["head.weight"], before["head.weight"])
 
 
+def test_precise_statistics_before_each_validation_leave_training_as_it_was(tiny_dataset, tmp_path):
+    plain = train(tiny_dataset, tmp_path / "plain", "2.5d")
+    precise = train(tiny_dataset, tmp_path / "precise", "2.5d", "--precise_bn_batches", "3")
+    losses = [re.findall(r"train_loss: ([0-9.]+)", run.stdout + run.stderr) for run in (plain, precise)]
+    assert len(losses[0]) == 4 and losses[0] == losses[1]
+    assert "batch-norm statistics over 3 training batches" in precise.stdout + precise.stderr
+    final = [torch.load(tmp_path / run / "models" / "checkpoint.pt", weights_only=True)["model"] for run in ("plain", "precise")]
+    statistics = {k for k in final[0] if k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+    assert all(torch.equal(final[0][k], final[1][k]) for k in final[0].keys() - statistics)
+    best = [torch.load(tmp_path / run / "models" / "model.pt", weights_only=True) for run in ("plain", "precise")]
+    assert {best[1][k].item() for k in statistics if k.endswith("num_batches_tracked")} == {3}
+    assert {best[0][k].item() for k in statistics if k.endswith("num_batches_tracked")} <= {2, 4}
+    sidecars = [json.loads((tmp_path / run / "models" / "model.json").read_text()) for run in ("plain", "precise")]
+    assert sidecars[1].pop("batch_norm_statistics") == {"batches": 3, "when": "before each validation"}
+    assert sidecars[0] == sidecars[1]
+
+
 def test_fine_tuning_keeps_the_pretrained_models_grey_percentiles_unless_told_otherwise(tiny_dataset, tmp_path):
     train(tiny_dataset, tmp_path / "base", "2d", "--grey_percentiles", "[1.0, 99.0]", "--max_epochs", "1")
     model = str(tmp_path / "base" / "models" / "model.pt")
