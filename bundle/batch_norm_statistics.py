@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
-from monai.transforms import Compose
 
 from .adaptation import adapt_batch_norm
 from .checkpoints import CheckpointError, read_model_sidecar, sidecar_of
@@ -62,15 +61,23 @@ def write_precise_statistics(network: torch.nn.Module, dataset, loader, pretrain
 
 
 def _random_streams(dataset) -> list[np.random.RandomState]:
-    """The MONAI `Randomizable.R` streams of `dataset` and of its transforms, nested Compose included (walked here:
-    `Compose.flatten()` builds a Compose, which re-seeds every transform it holds)."""
-    streams, parts = [], [dataset, getattr(dataset, "transform", None)]
-    while parts:
-        part = parts.pop()
-        if isinstance(part, Compose):
-            parts.extend(part.transforms)
-        if isinstance(getattr(part, "R", None), np.random.RandomState):
-            streams.append(part.R)
+    """Every MONAI `Randomizable.R` reachable from `dataset` through attributes, lists, tuples and dicts, as MONAI's
+    DataLoader seeds them: a dictionary transform holds an array transform with a stream of its own, and a Compose
+    its transforms (walked here: `Compose.flatten()` builds a Compose, which re-seeds every transform it holds)."""
+    streams, seen, todo = [], set(), [dataset]
+    while todo:
+        part = todo.pop()
+        if id(part) in seen:
+            continue
+        seen.add(id(part))
+        if isinstance(part, (list, tuple)):
+            todo.extend(part)
+        elif isinstance(part, dict):
+            todo.extend(part.values())
+        elif hasattr(part, "__dict__"):
+            if hasattr(part, "set_random_state") and isinstance(getattr(part, "R", None), np.random.RandomState):
+                streams.append(part.R)
+            todo.extend(vars(part).values())
     return streams
 
 

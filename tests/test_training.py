@@ -119,8 +119,11 @@ def test_precise_bn_re_estimates_a_models_batch_norm_statistics_over_an_epoch_of
 
 
 def test_precise_statistics_before_each_validation_leave_training_as_it_was(tiny_dataset, tmp_path):
-    plain = train(tiny_dataset, tmp_path / "plain", "2.5d")
-    precise = train(tiny_dataset, tmp_path / "precise", "2.5d", "--precise_bn_batches", "3")
+    def run(name, *extra):  # with the acquisition augmentations: dictionary transforms holding random array transforms
+        return bundle_run("run", "training", "--config_file", config_list("train.json", "augment/acquisition.json"), "--dataset_dir", str(tiny_dataset),
+                          "--output_dir", str(tmp_path / name), *TINY, *VARIANTS["2.5d"][1], *extra)
+
+    plain, precise = run("plain"), run("precise", "--precise_bn_batches", "3")
     losses = [re.findall(r"train_loss: ([0-9.]+)", run.stdout + run.stderr) for run in (plain, precise)]
     assert len(losses[0]) == 4 and losses[0] == losses[1]
     assert "batch-norm statistics over 3 training batches" in precise.stdout + precise.stderr
