@@ -111,7 +111,7 @@ class PreciseStatisticsBeforeValidation:
 
     def __init__(self, loader, batches: int, interval: int) -> None:
         if int(batches) < 0 or int(interval) < 1:
-            raise ValueError(f"precise batch-norm statistics: batches {batches} must be >= 0 and interval {interval} >= 1")
+            raise ValueError(f"--precise_bn_batches {batches} must be >= 0 and --val_interval {interval} >= 1")
         self.loader, self.batches, self.interval = loader, int(batches), int(interval)
 
     def attach(self, engine: Engine) -> None:

@@ -136,6 +136,9 @@ def test_precise_statistics_before_each_validation_leave_training_as_it_was(tiny
     sidecars = [json.loads((tmp_path / run / "models" / "model.json").read_text()) for run in ("plain", "precise")]
     assert sidecars[1].pop("batch_norm_statistics") == {"batches": 3, "when": "before each validation"}
     assert sidecars[0] == sidecars[1]
+    log = run_expecting_failure("run", "training", "--config_file", config_list("train.json"), "--dataset_dir", str(tiny_dataset),
+                                "--output_dir", str(tmp_path / "bad"), *TINY, *VARIANTS["2.5d"][1], "--precise_bn_batches", "-1")
+    assert log.strip().splitlines()[-1].endswith("--precise_bn_batches -1 must be >= 0 and --val_interval 1 >= 1")
 
 
 def test_fine_tuning_keeps_the_pretrained_models_grey_percentiles_unless_told_otherwise(tiny_dataset, tmp_path):
