@@ -265,6 +265,15 @@ def test_held_out_scans_are_scored_by_the_model_its_adaptation_a_forest_fine_tun
     with pytest.raises(FileNotFoundError, match="restore that folder or remove the row"):
         held_out(model=str(tmp_path / "start.pt"), scans=[scan], shape=(24, 64, 64), work_dir=str(tmp_path), overrides=json.loads(TINY))
     lines = tables.study_tables(tmp_path / "results.csv")["results:held_out"].splitlines()
-    assert lines[-4].startswith("| scan | Bin-ZeroOC | model | model + adapt bn | model + infer tta | model + self-train | forest 2 slices |")
-    assert lines[-1].startswith("| mean of the 1 projection draws |") and lines[-2].startswith(f"| {scan} |")
-    assert lines[-2].count(" min)") + lines[-2].count(" s)") == 5, lines[-2]
+    by_scan = next(i for i, line in enumerate(lines) if line.startswith("| scan | Bin-ZeroOC |"))
+    assert lines[by_scan].startswith("| scan | Bin-ZeroOC | model | model + adapt bn | model + infer tta | model + self-train | forest 2 slices |")
+    assert lines[by_scan + 3].startswith("| mean of the 1 projection draws |") and lines[by_scan + 2].startswith(f"| {scan} |")
+    assert lines[by_scan + 2].count(" min)") + lines[by_scan + 2].count(" s)") == 5, lines[by_scan + 2]
+    errors = lines.index("| run | fibre precision / recall | porosity precision / recall |")
+    assert [line.split(" | ")[0][2:] for line in lines[errors + 2:]] == [r["run"] for r in table]
+    for r, line in zip(table, lines[errors + 2:]):
+        for name, cell in zip(("fibre", "porosity"), line.split(" | ")[1:]):
+            precision, recall = float(r[f"precision_{name}"]), float(r[f"recall_{name}"])
+            assert cell.strip(" |") == f"{100 * precision:.1f} / {100 * recall:.1f}"
+            if precision and recall:  # IoU = 1 / (1 / precision + 1 / recall - 1): the same confusion counts
+                assert abs(1 / (1 / precision + 1 / recall - 1) - float(r[f"iou_{name}"])) < 1e-9

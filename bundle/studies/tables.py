@@ -219,9 +219,28 @@ def _by_scan(by_run: dict[str, list[dict]]) -> list[str]:
     return lines
 
 
+ERRORS = ("precision_fibre", "recall_fibre", "precision_porosity", "recall_porosity")
+
+
+def _errors_by_run(by_run: dict[str, list[dict]]) -> list[str]:
+    """Precision and recall of fibre and porosity per run (mean over seeds, %): whether a method over-segments a
+    phase (precision low) or misses it (recall low); empty for a CSV begun before they were recorded."""
+    import statistics
+
+    if not all(r.get(key) for rows in by_run.values() for r in rows for key in ERRORS):
+        return []
+    lines = ["", "| run | fibre precision / recall | porosity precision / recall |", "|---|---:|---:|"]
+    for name, rows in by_run.items():
+        value = {key: statistics.fmean(float(r[key]) * 100 for r in rows) for key in ERRORS}
+        lines.append(f"| {name} | {value['precision_fibre']:.1f} / {value['recall_fibre']:.1f} | "
+                     f"{value['precision_porosity']:.1f} / {value['recall_porosity']:.1f} |")
+    return lines
+
+
 def study_tables(results: str | Path) -> dict[str, str]:
     """A markdown table per study of a results CSV: each run's mean ± standard deviation over its seeds, and its
-    difference in porosity and mean IoU from its reference, paired by seed (`_paired`)."""
+    difference in porosity and mean IoU from its reference, paired by seed (`_paired`); the held-out study adds its
+    scan x method table and, where recorded, each run's precision and recall of fibre and porosity."""
     rows = read_rows(Path(results))
     tables = {}
     for study in dict.fromkeys(r["study"] for r in rows):
@@ -251,7 +270,7 @@ def study_tables(results: str | Path) -> dict[str, str]:
         if study == "generalist":
             lines += _baselines_by_data(by_run)
         elif study == "held_out":
-            lines += _by_scan(by_run)
+            lines += _by_scan(by_run) + _errors_by_run(by_run)
         else:
             lines.append(f"\nBin-ZeroOC fitted on each test volume itself: {_baseline_text(_distinct_baselines(chosen))}.")
         tables[f"{Path(results).stem}:{study}"] = "\n".join(lines) + "\n"
