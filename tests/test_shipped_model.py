@@ -10,8 +10,8 @@ from bundle.phantom import make_phantom
 
 # measured with the default backend and precision on this phantom (seed 0, the demo's generator settings, 48 x 128 x 128):
 # the 2D weights (0.8.0, models/model_2d.pt) 97.9 / 91.4 / 70.1 on an AVX2 CPU (fp32), the default 2.5D weights (0.9.0,
-# models/model.pt) 98.2 / 92.4 / 79.2 on an AVX512-bf16 CPU (bf16); the floors sit a few
-# points under them (more for the rare porosity)
+# models/model.pt in 0.10.0) 98.2 / 92.4 / 79.2 on an AVX512-bf16 CPU (bf16); the floors sit a few
+# points under them (more for the rare porosity), and the 0.11.0 weights pass the same floors
 SHIPPED = {
     "2d": (["inference.json", "variants/2d.json"], {"matrix": 0.95, "fibre": 0.88, "porosity": 0.62}),
     "2.5d (default)": (["inference.json"], {"matrix": 0.95, "fibre": 0.88, "porosity": 0.70}),
