@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 from ..figures import save_figure
@@ -122,8 +123,6 @@ METRICS = ("iou_matrix", "iou_fibre", "iou_porosity", "mean_iou")
 
 def _summary(rows: list[dict]) -> dict:
     """Mean and sample standard deviation (0 for one seed) of each metric, in %, over a run's seeds."""
-    import statistics
-
     out = {"seeds": sorted(row_seed(r) for r in rows)}
     for key in METRICS:
         values = [float(r[key]) * 100 for r in rows]
@@ -142,8 +141,6 @@ def _paired(rows: list[dict], reference: list[dict], key: str) -> str:
     """The difference from the reference in %, paired by seed (the same seed gives both runs the same initial weights,
     crops or test volume): mean ± sd over the shared seeds, `*` when every seed moves the same way and the mean
     exceeds the sd; with one shared seed, the plain difference."""
-    import statistics
-
     base = {row_seed(r): float(r[key]) for r in reference}
     diffs = [(float(r[key]) - base[row_seed(r)]) * 100 for r in rows if row_seed(r) in base]
     if not diffs:
@@ -193,8 +190,6 @@ def _by_scan(by_run: dict[str, list[dict]]) -> list[str]:
     """The held-out study as scan x method: mean IoU in % (mean over seeds) and the time taken (training, fitting, or
     adapting and segmenting; none for the model as shipped), Bin-ZeroOC fitted on the scan's train slices first; the
     last row averages the projection draws."""
-    import statistics
-
     methods = list(dict.fromkeys(name.split(" on ", 1)[0] for name in by_run))
     scans = list(dict.fromkeys(name.split(" on ", 1)[1] for name in by_run))
     cell = {name: statistics.fmean(float(r["mean_iou"]) * 100 for r in rows) for name, rows in by_run.items()}
@@ -225,8 +220,6 @@ ERRORS = ("precision_fibre", "recall_fibre", "precision_porosity", "recall_poros
 def _errors_by_run(by_run: dict[str, list[dict]]) -> list[str]:
     """Precision and recall of fibre and porosity per run (mean over seeds, %): whether a method over-segments a
     phase (precision low) or misses it (recall low); empty for a CSV begun before they were recorded."""
-    import statistics
-
     if not all(r.get(key) for rows in by_run.values() for r in rows for key in ERRORS):
         return []
     lines = ["", "| run | fibre precision / recall | porosity precision / recall |", "|---|---:|---:|"]
